@@ -1,0 +1,1 @@
+"""Pure geometry: rigid transforms, projection. No I/O, no randomness."""

@@ -1,0 +1,56 @@
+"""Install relkd_core (library) and relkd_ros (ROS 2 shell) as one ament_python package.
+
+Works with both ``pip install -e .`` (console scripts on PATH) and ``colcon build``
+(scripts under ``lib/relkd_ros`` for ``ros2 run``; data files under ``share/relkd_ros``).
+"""
+
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE_NAME = 'relkd_ros'
+
+
+def _data_files() -> list[tuple[str, list[str]]]:
+    share = Path('share') / PACKAGE_NAME
+    files = [
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE_NAME]),
+        (str(share), ['package.xml']),
+        (str(share / 'launch'), sorted(glob('launch/*.launch.py'))),
+    ]
+    # config/ keeps its sub-folders (presets, train configs, ...) under share/relkd_ros/config.
+    for folder in sorted({str(Path(p).parent) for p in glob('config/**/*.*', recursive=True)}):
+        files.append((str(share / folder), sorted(glob(f'{folder}/*.*'))))
+    return [(dest, srcs) for dest, srcs in files if srcs]
+
+
+setup(
+    name=PACKAGE_NAME,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*', 'bench', 'scripts']),
+    package_data={'relkd_core': ['py.typed']},
+    data_files=_data_files(),
+    python_requires='>=3.10',
+    install_requires=[
+        'numpy>=1.24',
+        'PyYAML>=6.0',
+        'rosbags>=0.11,<0.12',
+        'tqdm>=4.60',
+        'Pillow>=10.0',
+        'matplotlib>=3.7',
+    ],
+    extras_require={
+        'test': ['pytest>=8', 'ruff>=0.6', 'mypy>=1.10', 'types-PyYAML'],
+    },
+    zip_safe=False,
+    maintainer='relkd_ros maintainers',
+    maintainer_email='maintainers@relkd.dev',
+    description='Image-to-lidar relational distillation and open-vocabulary lidar labelling for ROS 2',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            'relkd-synth = relkd_core.cli.synth:main',
+        ],
+    },
+)
