@@ -210,7 +210,8 @@ class _Builder:
         length, height = self.rng.uniform(10.5, 12.5), self.rng.uniform(3.1, 3.6)
         inst = self.new_instance('bus')
         half_h = (height - 0.3) / 2
-        self.add(BOX, 'bus', (x, y, 0.3 + half_h), (length / 2, 1.27, half_h), yaw, instance=inst, velocity=v, texture=TEX_BUILDING)
+        self.add(BOX, 'bus', (x, y, 0.3 + half_h), (length / 2, 1.27, half_h), yaw,
+                 instance=inst, velocity=v, texture=TEX_BUILDING)
 
     def construction_vehicle(self, x: float, y: float, yaw: float) -> None:
         inst = self.new_instance('construction_vehicle')

@@ -1,0 +1,154 @@
+"""``relkd-synth``: write a synthetic driving log as a ROS 2 bag.
+
+Example::
+
+    relkd-synth --out drive_0 --rig nuscenes --frames 40 --seed 0 --storage mcap
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from relkd_core.cli.common import EXIT_OK, UsageError, run
+from relkd_core.errors import ConfigError
+from relkd_core.sim.drive import SimFrame, SyntheticDrive
+from relkd_core.sim.record import RecordSummary, record_drive
+from relkd_core.sim.rig import RIGS, RigConfig, load_rig
+from relkd_core.taxonomy import NUM_CLASSES, label_name
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be non-negative, got {value}')
+    return value
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT such as 400x224, got {text!r}'
+                                         ) from None
+    if not (8 <= width <= 4096 and 8 <= height <= 4096):
+        raise argparse.ArgumentTypeError(f'width and height must be in 8..4096, got {text!r}')
+    return width, height
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='relkd-synth',
+        description='Render a synthetic drive (lidar, cameras, ground truth, tf) into a '
+                    'ROS 2 bag.')
+    parser.add_argument('--out', required=True, type=Path,
+                        help='bag folder to create (must not exist unless --overwrite)')
+    parser.add_argument('--rig', default='nuscenes',
+                        help=f'sensor rig: one of {", ".join(RIGS)} or a rig YAML file '
+                             '(default: nuscenes)')
+    parser.add_argument('--frames', type=_positive_int, default=20,
+                        help='number of lidar scans (default: 20)')
+    parser.add_argument('--seed', type=_seed, default=0,
+                        help='scene and noise seed; same arguments give identical bags')
+    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+    parser.add_argument('--image-format', choices=('raw', 'jpeg'), default='raw',
+                        help='raw: sensor_msgs/Image rgb8; jpeg: sensor_msgs/CompressedImage')
+    parser.add_argument('--image-size', type=_image_size, default=None, metavar='WxH',
+                        help="resize every camera (default: the rig's size)")
+    parser.add_argument('--no-cameras', action='store_true',
+                        help='lidar and tf only (much faster)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace --out if it already exists (only once the new bag is '
+                             'complete)')
+    parser.add_argument('--verbose', action='store_true')
+    return parser
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    parent = out.parent if str(out.parent) else Path('.')
+    if out.exists() and not overwrite:
+        raise UsageError(f'--out {out} already exists; choose a new path or pass --overwrite')
+    if not parent.is_dir():
+        raise UsageError(f'--out {out}: folder {parent} does not exist')
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f'--out {out}: folder {parent} is not writable')
+
+
+def format_summary(summary: RecordSummary, rig: RigConfig, elapsed_s: float) -> str:
+    """The one-screen summary printed at the end."""
+    counts = summary.points_per_scan
+    lines = [
+        f'wrote {summary.path}: {summary.frames} frames, {summary.duration_s:.2f} s of driving '
+        f'(rig {rig.name}, {rig.frame_rate_hz:g} Hz) in {elapsed_s:.1f} s '
+        f'({summary.frames / max(elapsed_s, 1e-9):.2f} frames/s)',
+        f'points/scan: mean {sum(counts) / len(counts):.0f}, min {min(counts)}, '
+        f'max {max(counts)}',
+        'topics:',
+    ]
+    for topic, (msgtype, count) in summary.topics.items():
+        lines.append(f'  {topic:<40} {msgtype:<32} {count:>6}')
+    total = max(int(summary.label_histogram.sum()), 1)
+    lines.append('lidar points per class:')
+    for label in range(NUM_CLASSES + 1):
+        n = int(summary.label_histogram[label])
+        bar = '#' * round(40 * n / total)
+        lines.append(f'  {label:>2} {label_name(label):<21} {100 * n / total:6.2f}%  {bar}')
+    return '\n'.join(lines)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    try:
+        rig = load_rig(args.rig)
+    except ConfigError as err:
+        raise UsageError(f'--rig: {err}') from err
+    if args.image_size is not None:
+        rig = rig.with_image_size(*args.image_size)
+    out: Path = args.out
+    _check_out(out, args.overwrite)
+    drive = SyntheticDrive(rig, args.frames, args.seed, cameras=not args.no_cameras)
+    target = out.with_name(f'.{out.name}.new') if out.exists() else out
+    started = time.perf_counter()
+    with tqdm(total=args.frames, unit='frame', desc=f'relkd-synth {rig.name}',
+              disable=None, file=sys.stderr) as bar:
+
+        def advance(frame: SimFrame) -> None:
+            bar.update(1)
+            bar.set_postfix(points=len(frame.points))
+
+        summary = record_drive(drive, target, storage=args.storage,
+                               image_format=args.image_format, on_frame=advance)
+    if target != out:  # --overwrite: swap only once the new bag is complete
+        import shutil
+
+        shutil.rmtree(out)
+        os.rename(target, out)
+        summary.path = str(out)
+    print(format_summary(summary, rig, time.perf_counter() - started))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``relkd-synth``; returns the exit code."""
+    return run(build_parser(), _synth, argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
