@@ -64,3 +64,34 @@ def project_points(
 def pixel_indices(uv_px: NDArray[np.float64]) -> NDArray[np.int64]:
     """Nearest integer pixel ``(column, row)`` of each projected point (N×2 int64)."""
     return np.rint(uv_px).astype(np.int64)
+
+
+def unoccluded_mask(uv_px: NDArray[np.float64], depth_m: NDArray[np.float64], width: int,
+                    height: int, cell_px: int = 3, relative_margin: float = 0.2,
+                    absolute_margin_m: float = 0.3) -> NDArray[np.bool_]:
+    """Which projected points are not hidden behind other points of the same cloud.
+
+    A lidar and a camera see the scene from different places, so some points the lidar hits
+    lie behind a nearer object in the image and would be paired with that object's pixels.
+    A sparse depth buffer of the cloud itself catches most of them: the image is cut into
+    ``cell_px`` cells, each keeps its nearest depth, and a point is occluded when it lies
+    beyond the nearest depth of its cell and the cells left and right of it by more than
+    ``relative_margin × depth + absolute_margin_m``.
+
+    ``uv_px`` (N×2) and ``depth_m`` (N) are for points already known to be in the image.
+    """
+    if len(depth_m) == 0:
+        return np.zeros(0, dtype=bool)
+    cols = -(-width // cell_px)
+    rows = -(-height // cell_px)
+    cu = np.clip((np.rint(uv_px[:, 0]) // cell_px).astype(np.int64), 0, cols - 1)
+    cv = np.clip((np.rint(uv_px[:, 1]) // cell_px).astype(np.int64), 0, rows - 1)
+    nearest = np.full((rows + 2, cols + 2), np.inf)
+    np.minimum.at(nearest, (cv + 1, cu + 1), depth_m)
+    # Minimum over the cell and its left/right neighbours: lidar points are dense along a
+    # ring (horizontally) and sparse across rings, and a vertical neighbourhood would compare
+    # ground points with the nearer ground of the ring below.
+    neighbourhood = np.minimum(np.minimum(nearest[1:-1, :-2], nearest[1:-1, 1:-1]),
+                               nearest[1:-1, 2:])
+    front = neighbourhood[cv, cu]
+    return depth_m <= front * (1.0 + relative_margin) + absolute_margin_m

@@ -1,0 +1,59 @@
+"""``sensor_msgs/PointCloud2`` → NumPy, duck-typed: works on rosbags and rclpy messages alike
+(``msg.data`` is a NumPy array in one and an ``array.array`` in the other)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from relkd_core.errors import DataError
+
+# PointField datatype constants (sensor_msgs/PointField).
+_DATATYPES = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f4', 8: 'f8'}
+
+
+def pointcloud_dtype(msg: Any) -> np.dtype[np.void]:
+    """The structured dtype of a PointCloud2's points (padding kept via ``itemsize``)."""
+    order = '>' if msg.is_bigendian else '<'
+    names, formats, offsets = [], [], []
+    for f in msg.fields:
+        if f.datatype not in _DATATYPES:
+            raise DataError(f'PointCloud2 field {f.name!r} has unknown datatype {f.datatype}')
+        names.append(f.name)
+        base = order + _DATATYPES[f.datatype]
+        formats.append(base if f.count <= 1 else (base, (f.count,)))
+        offsets.append(f.offset)
+    try:
+        return np.dtype({'names': names, 'formats': formats, 'offsets': offsets,
+                         'itemsize': msg.point_step})
+    except ValueError as err:
+        raise DataError(f'PointCloud2 fields do not fit point_step {msg.point_step}: {err}'
+                        ) from err
+
+
+def pointcloud_to_array(msg: Any) -> NDArray[np.void]:
+    """All points of a PointCloud2 as a flat structured array (native byte order)."""
+    dtype = pointcloud_dtype(msg)
+    count = int(msg.width) * int(msg.height)
+    buffer = memoryview(msg.data).cast('B')
+    if len(buffer) < count * msg.point_step:
+        raise DataError(f'PointCloud2 data holds {len(buffer)} bytes, expected '
+                        f'{count} points × {msg.point_step} bytes')
+    if msg.height > 1 and msg.row_step != msg.width * msg.point_step:
+        rows = np.frombuffer(buffer, np.uint8, count=msg.height * msg.row_step)
+        rows = rows.reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
+        points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+    else:
+        points = np.frombuffer(buffer, dtype, count=count)
+    return points.astype(points.dtype.newbyteorder('='))
+
+
+def xyz_of(points: NDArray[np.void]) -> NDArray[np.float32]:
+    """N×3 float32 coordinates (metres) of a structured point array."""
+    names = points.dtype.names or ()
+    missing = [n for n in ('x', 'y', 'z') if n not in names]
+    if missing:
+        raise DataError(f'point cloud lacks field(s) {missing}; it has {list(names)}')
+    return np.stack([points['x'], points['y'], points['z']], axis=1).astype(np.float32)

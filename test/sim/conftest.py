@@ -1,0 +1,26 @@
+"""Tiny synthetic bags shared by the sim tests (rendered once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relkd_core.sim.drive import SyntheticDrive
+from relkd_core.sim.record import record_drive
+from relkd_core.sim.rig import RIGS
+
+
+@pytest.fixture(scope='session')
+def tiny_bags(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """3-frame bags of each rig in each storage; the sqlite3 ones carry JPEG images."""
+    root = tmp_path_factory.mktemp('bags')
+    bags = {}
+    for rig in ('nuscenes', 'kitti'):
+        for storage in ('mcap', 'sqlite3'):
+            path = root / f'{rig}_{storage}'
+            image_format = 'jpeg' if storage == 'sqlite3' else 'raw'
+            record_drive(SyntheticDrive(RIGS[rig], 3, seed=7), path, storage=storage,
+                         image_format=image_format)
+            bags[(rig, storage)] = path
+    return bags
