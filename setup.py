@@ -46,7 +46,7 @@ setup(
     zip_safe=False,
     maintainer='relkd_ros maintainers',
     maintainer_email='maintainers@relkd.dev',
-    description='Image-to-lidar relational distillation and open-vocabulary lidar labelling for ROS 2',
+    description='Image-to-lidar relational distillation and open-vocabulary lidar labels in ROS 2',
     license='Apache-2.0',
     entry_points={
         'console_scripts': [

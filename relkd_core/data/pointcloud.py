@@ -37,11 +37,19 @@ def pointcloud_to_array(msg: Any) -> NDArray[np.void]:
     """All points of a PointCloud2 as a flat structured array (native byte order)."""
     dtype = pointcloud_dtype(msg)
     count = int(msg.width) * int(msg.height)
+    row_bytes = int(msg.width) * msg.point_step
+    padded = msg.height > 1 and msg.row_step != row_bytes
     buffer = memoryview(msg.data).cast('B')
+    if padded and msg.row_step < row_bytes:
+        raise DataError(f'PointCloud2 row_step {msg.row_step} is smaller than width '
+                        f'{msg.width} × point_step {msg.point_step}')
+    if padded and len(buffer) < msg.height * msg.row_step:
+        raise DataError(f'PointCloud2 data holds {len(buffer)} bytes, expected '
+                        f'{msg.height} rows × row_step {msg.row_step} bytes')
     if len(buffer) < count * msg.point_step:
         raise DataError(f'PointCloud2 data holds {len(buffer)} bytes, expected '
                         f'{count} points × {msg.point_step} bytes')
-    if msg.height > 1 and msg.row_step != msg.width * msg.point_step:
+    if padded:
         rows = np.frombuffer(buffer, np.uint8, count=msg.height * msg.row_step)
         rows = rows.reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
         points = np.ascontiguousarray(rows).view(dtype).reshape(-1)

@@ -1,0 +1,39 @@
+"""Drift guards on the package layout: dependency direction and third-party import homes."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / 'relkd_core'
+
+# Each third-party library is imported in exactly one module of relkd_core.
+IMPORT_HOMES = {'rosbags': 'relkd_core/data/bag.py'}
+FORBIDDEN_IN_CORE = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'tf2_ros', 'cv_bridge',
+                     'message_filters', 'relkd_ros')
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split('.')[0])
+    return names
+
+
+@pytest.mark.parametrize('path', sorted(CORE.rglob('*.py')), ids=lambda p: str(p.relative_to(ROOT)))
+def test_layering_core_never_imports_ros(path: Path) -> None:
+    assert _imports(path).isdisjoint(FORBIDDEN_IN_CORE)
+
+
+@pytest.mark.parametrize(('library', 'home'), sorted(IMPORT_HOMES.items()))
+def test_layering_third_party_import_has_one_home(library: str, home: str) -> None:
+    importers = sorted(str(p.relative_to(ROOT)) for p in CORE.rglob('*.py')
+                       if library in _imports(p))
+    assert importers == [home]
