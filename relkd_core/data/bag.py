@@ -238,6 +238,14 @@ class BagWriter:
         self._writer, self._tmp_dir = None, None
 
 
+class _OpenedReader(AnyReader):
+    """An ``AnyReader`` already opened by :func:`open_bags`: a with-statement only closes it
+    (``AnyReader.__enter__`` would open it a second time and fail)."""
+
+    def __enter__(self) -> _OpenedReader:
+        return self
+
+
 def open_bags(paths: Sequence[str | os.PathLike[str]], distro: str = 'humble') -> AnyReader:
     """An opened ``AnyReader`` over one or more bags (folders or bare ``.mcap``/``.db3``).
 
@@ -248,10 +256,13 @@ def open_bags(paths: Sequence[str | os.PathLike[str]], distro: str = 'humble') -
     for path in bag_paths:
         if not path.exists():
             raise BagError(f'bag {path} does not exist')
-    reader = AnyReader(bag_paths, default_typestore=typestore(distro))
+    store = typestore(distro)
+    # AnyReader checks a bag folder for metadata.yaml in its constructor (FileNotFoundError)
+    # and the rest in open() (AnyReaderError): both mean "not a readable bag".
     try:
+        reader = _OpenedReader(bag_paths, default_typestore=store)
         reader.open()
-    except AnyReaderError as err:
+    except (AnyReaderError, FileNotFoundError) as err:
         raise BagError(f'cannot open bag {", ".join(map(str, bag_paths))}: {err}') from err
     return reader
 

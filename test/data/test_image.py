@@ -74,7 +74,7 @@ def test_image_to_array_cdr_round_trip(factory: MessageFactory) -> None:
     pixels = random_pixels((HEIGHT, WIDTH), 'uint16', seed=1)
     store = factory.store
     msg = factory.image(pixels, 'mono16', 0, 'cam')
-    decoded = store.deserialize_cdr(store.serialize_cdr(msg, IMAGE), IMAGE)
+    decoded: Any = store.deserialize_cdr(store.serialize_cdr(msg, IMAGE), IMAGE)
     np.testing.assert_array_equal(image_to_array(decoded), pixels)
 
 
@@ -166,7 +166,7 @@ def test_compressed_to_rgb_after_cdr_round_trip(factory: MessageFactory) -> None
     rgb = smooth_rgb()
     store = factory.store
     msg = factory.compressed_image(rgb, 0, 'cam')
-    decoded = store.deserialize_cdr(store.serialize_cdr(msg, COMPRESSED), COMPRESSED)
+    decoded: Any = store.deserialize_cdr(store.serialize_cdr(msg, COMPRESSED), COMPRESSED)
     np.testing.assert_array_equal(compressed_to_rgb(decoded), compressed_to_rgb(msg))
 
 

@@ -78,7 +78,7 @@ def test_pointcloud_to_array_cdr_round_trip(factory: MessageFactory) -> None:
     points = random_points(40, seed=1)
     store = factory.store
     msg = factory.point_cloud(points, 123_456_789_012, 'lidar')
-    decoded = store.deserialize_cdr(store.serialize_cdr(msg, msg.__msgtype__), msg.__msgtype__)
+    decoded: Any = store.deserialize_cdr(store.serialize_cdr(msg, msg.__msgtype__), msg.__msgtype__)
     assert decoded.header.frame_id == 'lidar'
     assert (decoded.header.stamp.sec, decoded.header.stamp.nanosec) == (123, 456_789_012)
     assert_points_equal(pointcloud_to_array(decoded), points)

@@ -12,6 +12,7 @@ from relkd_core.geometry.projection import (
     pixel_indices,
     pixel_rays,
     project_points,
+    unoccluded_mask,
 )
 
 WIDTH, HEIGHT = 8, 6
@@ -161,3 +162,30 @@ def test_r_body_optical_axes(optical: list[float], body: list[float]) -> None:
 def test_r_body_optical_is_proper_rotation() -> None:
     np.testing.assert_array_equal(R_BODY_OPTICAL @ R_BODY_OPTICAL.T, np.eye(3))
     assert np.linalg.det(R_BODY_OPTICAL) == pytest.approx(1.0)
+
+
+def test_unoccluded_mask_hides_points_behind_nearer_ones() -> None:
+    # A near point (5 m) and a far point (20 m) in the same cell; a lone far point elsewhere.
+    uv = np.array([[10.0, 10.0], [11.0, 10.0], [50.0, 30.0]])
+    depth = np.array([5.0, 20.0, 20.0])
+    mask = unoccluded_mask(uv, depth, width=64, height=48)
+    assert mask.tolist() == [True, False, True]
+
+
+def test_unoccluded_mask_keeps_points_within_margin() -> None:
+    # 10 m and 11.5 m: within 20 % + 0.3 m of each other, both kept (same surface).
+    uv = np.array([[10.0, 10.0], [12.0, 10.0]])
+    mask = unoccluded_mask(uv, np.array([10.0, 11.5]), width=64, height=48)
+    assert mask.all()
+
+
+def test_unoccluded_mask_neighbouring_cell_occludes_horizontally_not_vertically() -> None:
+    near, far = 5.0, 30.0
+    beside = unoccluded_mask(np.array([[4.0, 4.0], [7.0, 4.0]]), np.array([near, far]), 64, 48)
+    below = unoccluded_mask(np.array([[4.0, 4.0], [4.0, 7.0]]), np.array([near, far]), 64, 48)
+    assert beside.tolist() == [True, False]
+    assert below.tolist() == [True, True]
+
+
+def test_unoccluded_mask_empty_input() -> None:
+    assert unoccluded_mask(np.zeros((0, 2)), np.zeros(0), 64, 48).shape == (0,)
