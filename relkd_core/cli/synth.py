@@ -103,8 +103,20 @@ def format_summary(summary: RecordSummary, rig: RigConfig, elapsed_s: float) -> 
         f'max {max(counts)}',
         'topics:',
     ]
+    # Camera topics are grouped by suffix (one line for all cameras) to keep one screen.
+    cameras = [c.name for c in rig.cameras]
+    grouped: dict[str, tuple[str, list[int]]] = {}
     for topic, (msgtype, count) in summary.topics.items():
-        lines.append(f'  {topic:<40} {msgtype:<32} {count:>6}')
+        parts = topic.split('/', 2)
+        if len(parts) == 3 and parts[1] in cameras:
+            key = f'/<camera>/{parts[2]}'
+            grouped.setdefault(key, (msgtype, []))[1].append(count)
+        else:
+            lines.append(f'  {topic:<36} {msgtype:<32} {count:>6}')
+    for key, (msgtype, counts) in grouped.items():
+        lines.append(f'  {key:<36} {msgtype:<32} {counts[0]:>6} × {len(counts)} cameras')
+    if cameras:
+        lines.append(f'  cameras: {", ".join(cameras)}')
     total = max(int(summary.label_histogram.sum()), 1)
     lines.append('lidar points per class:')
     for label in range(NUM_CLASSES + 1):

@@ -18,7 +18,8 @@ def test_synth_main_writes_bag_and_summary(tmp_path: Path, capsys: pytest.Captur
     assert code == 0
     printed = capsys.readouterr().out
     assert 'wrote' in printed and '2 frames' in printed
-    assert '/camera_color_left/image_raw/compressed' in printed
+    assert '/<camera>/image_raw/compressed' in printed and '× 2 cameras' in printed
+    assert 'camera_color_left, camera_color_right' in printed
     assert 'driveable_surface' in printed
     reader = open_bags([out])
     try:
