@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -148,8 +149,6 @@ def _synth(args: argparse.Namespace) -> int:
         summary = record_drive(drive, target, storage=args.storage,
                                image_format=args.image_format, on_frame=advance)
     if target != out:  # --overwrite: swap only once the new bag is complete
-        import shutil
-
         shutil.rmtree(out)
         os.rename(target, out)
         summary.path = str(out)

@@ -31,12 +31,14 @@ TEX_BARK = 6
 
 # Reflectivity (0..1) by class: retro-reflective cones and signs return strongly, dark
 # asphalt and foliage weakly; this is what makes lidar intensity informative.
-_REFLECTIVITY = {
+REFLECTIVITY = {
     'barrier': 0.45, 'bicycle': 0.3, 'bus': 0.5, 'car': 0.45, 'construction_vehicle': 0.55,
     'motorcycle': 0.35, 'pedestrian': 0.25, 'traffic_cone': 0.85, 'trailer': 0.5, 'truck': 0.5,
     'driveable_surface': 0.12, 'other_flat': 0.2, 'sidewalk': 0.28, 'terrain': 0.18,
     'manmade': 0.35, 'vegetation': 0.15,
 }
+#: Lane paint is retro-reflective: far brighter than the asphalt around it.
+LANE_PAINT_REFLECTIVITY = 0.7
 
 # Base colours (RGB 0..1); per-instance variation is added on top.
 _COLORS = {
@@ -144,7 +146,7 @@ class _Builder:
         base = np.asarray(color if color is not None else _COLORS.get(class_name, (0.5,) * 3))
         jitter = self.rng.normal(0.0, 0.04, 3)
         rgb = np.clip(base + jitter, 0.0, 1.0)
-        refl = float(np.clip(_REFLECTIVITY[class_name] * self.rng.uniform(0.85, 1.15), 0, 1))
+        refl = float(np.clip(REFLECTIVITY[class_name] * self.rng.uniform(0.85, 1.15), 0, 1))
         self.rows.append((kind, center, half, yaw, LABEL_OF[class_name], instance, rgb, refl,
                           texture, (velocity[0], velocity[1], 0.0)))
 

@@ -22,7 +22,7 @@ from relkd_core.sim.raycast import (
     cast_primitives,
 )
 from relkd_core.sim.rig import CameraConfig, LidarConfig
-from relkd_core.sim.scene import GroundRegions, Scene
+from relkd_core.sim.scene import LANE_PAINT_REFLECTIVITY, REFLECTIVITY, GroundRegions, Scene
 from relkd_core.sim.shading import lane_marking_mask, shade
 from relkd_core.taxonomy import IGNORE_LABEL, LABEL_OF
 
@@ -170,12 +170,10 @@ def render_lidar(scene: Scene, config: LidarConfig, t_s: float, rng: np.random.G
     on_prim = hits.index >= 0
     reflectivity[on_prim] = primitives.reflectivity[hits.index[on_prim]]
     on_ground = hits.index == GROUND_INDEX
-    ground_refl = {LABEL_OF['driveable_surface']: 0.12, LABEL_OF['other_flat']: 0.2,
-                   LABEL_OF['terrain']: 0.18}
-    for lab, refl in ground_refl.items():
-        reflectivity[on_ground & (labels == lab)] = refl
+    for name in ('driveable_surface', 'other_flat', 'terrain'):
+        reflectivity[on_ground & (labels == LABEL_OF[name])] = REFLECTIVITY[name]
     painted = on_ground & lane_marking_mask(scene.ground, points_world[:, :2])
-    reflectivity[painted & (labels == LABEL_OF['driveable_surface'])] = 0.7
+    reflectivity[painted & (labels == LABEL_OF['driveable_surface'])] = LANE_PAINT_REFLECTIVITY
 
     t = hits.t_m
     cos_incidence = np.abs(np.einsum('ij,ij->i', hits.normal, dirs_world))
