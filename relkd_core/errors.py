@@ -13,8 +13,10 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "ModelError",
     "RelkdError",
     "SimError",
+    "TeacherError",
 ]
 
 
@@ -44,3 +46,11 @@ class DataError(RelkdError):
 
 class SimError(RelkdError):
     """Raised when the synthetic world or sensor simulation is given an impossible setup."""
+
+
+class ModelError(RelkdError):
+    """Raised when a model or sparse backend is misconfigured, unavailable, or given bad input."""
+
+
+class TeacherError(RelkdError):
+    """Raised when a 2D teacher cannot be built or loaded, or is asked to train."""

@@ -11,11 +11,14 @@ from relkd_core.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    ModelError,
     RelkdError,
     SimError,
+    TeacherError,
 )
 
-SUBCLASSES = [BagError, CalibrationError, CheckpointError, ConfigError, DataError, SimError]
+SUBCLASSES = [BagError, CalibrationError, CheckpointError, ConfigError, DataError, ModelError,
+              SimError, TeacherError]
 
 
 @pytest.mark.parametrize("error_type", SUBCLASSES)
