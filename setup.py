@@ -55,6 +55,7 @@ setup(
     entry_points={
         'console_scripts': [
             'relkd-synth = relkd_core.cli.synth:main',
+            'relkd-prepare = relkd_core.cli.prepare:main',
         ],
     },
 )

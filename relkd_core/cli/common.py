@@ -23,6 +23,17 @@ class UsageError(RelkdError):
     """A command-line argument that parsed but cannot be used (exit code 2)."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Configure the root logger once, at the entry point."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,

@@ -16,22 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from relkd_core.cli.common import EXIT_OK, UsageError, run
+from relkd_core.cli.common import EXIT_OK, UsageError, positive_int, run
 from relkd_core.errors import ConfigError
 from relkd_core.sim.drive import SimFrame, SyntheticDrive
 from relkd_core.sim.record import RecordSummary, record_drive
 from relkd_core.sim.rig import RIGS, RigConfig, load_rig
 from relkd_core.taxonomy import NUM_CLASSES, label_name
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
 
 
 def _seed(text: str) -> int:
@@ -65,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--rig', default='nuscenes',
                         help=f'sensor rig: one of {", ".join(RIGS)} or a rig YAML file '
                              '(default: nuscenes)')
-    parser.add_argument('--frames', type=_positive_int, default=20,
+    parser.add_argument('--frames', type=positive_int, default=20,
                         help='number of lidar scans (default: 20)')
     parser.add_argument('--seed', type=_seed, default=0,
                         help='scene and noise seed; same arguments give identical bags')

@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -273,3 +274,41 @@ def read_messages(reader: AnyReader, topics: Sequence[str] = ()
     connections = [c for c in reader.connections if not topics or c.topic in topics]
     for connection, t_ns, raw in reader.messages(connections=connections):
         yield connection.topic, t_ns, reader.deserialize(raw, connection.msgtype)
+
+
+def bag_topics(reader: AnyReader) -> dict[str, str]:
+    """Every topic of an opened bag and its message type."""
+    return {c.topic: c.msgtype for c in reader.connections}
+
+
+def read_raw(reader: AnyReader, topics: Sequence[str], start_ns: int | None = None,
+             stop_ns: int | None = None) -> Iterator[tuple[str, int, str, bytes]]:
+    """``(topic, record_time_ns, msgtype, raw)`` for ``topics`` in record order, optionally
+    limited to record times in ``[start_ns, stop_ns)``; deserialize with :func:`deserialize`."""
+    connections = [c for c in reader.connections if c.topic in topics]
+    if not connections:
+        return
+    for connection, t_ns, raw in reader.messages(connections=connections, start=start_ns,
+                                                 stop=stop_ns):
+        yield connection.topic, t_ns, connection.msgtype, raw
+
+
+def deserialize(reader: AnyReader, raw: bytes, msgtype: str) -> Any:
+    """A message from :func:`read_raw`'s raw bytes."""
+    return reader.deserialize(raw, msgtype)
+
+
+def header_stamp_ns(reader: AnyReader, raw: bytes, msgtype: str) -> int:
+    """``header.stamp`` of a raw message whose first field is a ``std_msgs/Header``.
+
+    For ROS 2 (CDR) bags the stamp is read straight from the bytes after the 4-byte
+    encapsulation header, which avoids deserializing images and clouds just to index them;
+    ROS 1 bags (seq before stamp) are deserialized.
+    """
+    if getattr(reader, 'is2', True) and len(raw) >= 12:
+        little = raw[1] & 1  # representation id 0x0001 = CDR little endian
+        sec, nanosec = struct.unpack_from('<iI' if little else '>iI', raw, 4)
+        return sec * 1_000_000_000 + nanosec
+    message: Any = reader.deserialize(raw, msgtype)
+    stamp = message.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)

@@ -47,7 +47,9 @@ class TfBuffer:
 
     def add(self, parent: str, child: str, T_parent_child: NDArray[np.float64],
             t_ns: int | None = None) -> None:
-        """Add one edge; ``t_ns=None`` marks it static."""
+        """Add one edge; ``t_ns=None`` marks it static. Frame names are taken without a
+        leading slash (ROS 1 style ``/velo_link`` equals tf2's ``velo_link``)."""
+        parent, child = parent.lstrip('/'), child.lstrip('/')
         known = self._parent.get(child)
         if known is not None and known != parent:
             raise CalibrationError(f'frame {child!r} has two parents: {known!r} and {parent!r}')
@@ -110,6 +112,8 @@ class TfBuffer:
         (at ``t_ns``). With two stamps the chain goes through ``fixed`` (e.g. ``odom``),
         which compensates ego motion between the two instants, as tf2's advanced lookup."""
         source_t = t_ns if source_t_ns is None else source_t_ns
+        target, source = target.lstrip('/'), source.lstrip('/')
+        fixed = fixed.lstrip('/') if fixed else fixed
         target_chain, source_chain = self._chain(target), self._chain(source)
         common = next((f for f in target_chain if f in set(source_chain)), None)
         if common is None:

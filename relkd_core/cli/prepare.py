@@ -1,0 +1,144 @@
+"""``relkd-prepare``: turn ROS 2 bags into a prepared distillation dataset.
+
+Example::
+
+    relkd-prepare --bag drive_0 --bag drive_1 --preset synth-nuscenes --teacher synthetic \\
+        --out prepared/ --workers 2
+
+Running the same command again after an interruption resumes where it stopped. ``--shard i/n``
+lets n machines (or processes) share one output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from relkd_core.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, positive_int, run
+from relkd_core.data.prepare import PrepareOptions, PrepareReport, TeacherSpec, prepare_dataset
+from relkd_core.data.preset import load_preset
+from relkd_core.errors import ConfigError
+from relkd_core.types import CameraFrame
+
+TEACHERS = ('none', 'synthetic', 'openclip', 'precomputed')
+
+
+def _shard_group(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split('/'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected i/n such as 0/4, got {text!r}') from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f'expected 0 <= i < n, got {text!r}')
+    return index, count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='relkd-prepare',
+        description='Pair lidar points with camera pixels (and teacher features) from ROS 2 '
+                    'bags into a sharded, memory-mappable dataset.')
+    parser.add_argument('--bag', action='append', required=True, type=Path, metavar='PATH',
+                        help='bag folder, .mcap, .db3 or ROS 1 .bag (repeat for several)')
+    parser.add_argument('--preset', required=True,
+                        help='topic preset: synth-nuscenes, synth-kitti, nuscenes, kitti or a '
+                             'YAML file')
+    parser.add_argument('--teacher', choices=TEACHERS, default='none',
+                        help='2D teacher whose feature grids are stored (default: none)')
+    parser.add_argument('--teacher-config', type=Path, default=None,
+                        help='teacher config YAML (default: the teacher\'s defaults)')
+    parser.add_argument('--out', required=True, type=Path, help='dataset folder')
+    parser.add_argument('--workers', type=positive_int, default=1,
+                        help='processes working on shards in parallel (default: 1)')
+    parser.add_argument('--shard', type=_shard_group, default=(0, 1), metavar='i/n',
+                        help='do only shards k with k %% n == i (default: 0/1, all)')
+    parser.add_argument('--frames-per-shard', type=positive_int, default=32)
+    parser.add_argument('--verbose', action='store_true')
+    return parser
+
+
+def _camera_teacher_spec(name: Literal['synthetic', 'openclip', 'precomputed'], config: Path | None) -> TeacherSpec:
+    """Build a teacher from relkd_core.teachers and adapt it to camera frames."""
+    from relkd_core.teachers import TeacherImage, build_teacher
+
+    teacher = build_teacher(name, config)
+
+    def featurize(cameras: Sequence[CameraFrame]) -> list[NDArray[np.floating]]:
+        images = [TeacherImage(rgb=c.rgb, camera=c.name, t_ns=c.t_ns, semantic=c.semantic,
+                               instance=c.instance) for c in cameras]
+        return [grid.features for grid in teacher.image_features(images)]
+
+    return TeacherSpec(teacher.teacher_id, teacher.feature_dim, featurize)
+
+
+def format_report(report: PrepareReport, out: Path) -> str:
+    """The one-screen summary printed at the end."""
+    done = report.shards_written + report.shards_resumed
+    rate = report.scans / report.seconds if report.seconds else 0.0
+    lines = [f'{out}: {report.frames_written} frames in {report.shards_total} shards '
+             f'({report.shards_written} written now, {report.shards_resumed} already there); '
+             f'{report.seconds:.1f} s, {rate:.1f} scans/s planned+processed',
+             f'points {report.points}, images {report.images}, point-pixel pairs '
+             f'{report.pairs} ({report.pairs / max(report.frames_written, 1):.0f} per frame)']
+    if report.dropped:
+        lines.append('dropped frames: ' + ', '.join(f'{n} {why}' for why, n in
+                                                    sorted(report.dropped.items())))
+    if report.nan_points:
+        lines.append(f'non-finite points dropped: {report.nan_points}')
+    missing = {k: v for k, v in report.unpaired.items() if v}
+    if missing:
+        lines.append('scans without an image within the tolerance: ' + ', '.join(
+            f'{camera} {n}' for camera, n in sorted(missing.items())))
+    if report.camera_problems:
+        lines.append('images dropped: ' + ', '.join(
+            f'{camera} {n}' for camera, n in sorted(report.camera_problems.items())))
+    lines.extend(f'problem: {p}' for p in report.problems)
+    if report.complete:
+        lines.append(f'complete: manifest written to {out / "manifest.json"}')
+    else:
+        lines.append(f'incomplete: {done} of {report.shards_total} shards of this group done; '
+                     'the run that finishes the last shard writes the manifest')
+    return '\n'.join(lines)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    try:
+        preset = load_preset(args.preset)
+    except ConfigError as err:
+        raise UsageError(f'--preset: {err}') from err
+    factory = None
+    if args.teacher != 'none':
+        factory = functools.partial(_camera_teacher_spec, args.teacher, args.teacher_config)
+    options = PrepareOptions(frames_per_shard=args.frames_per_shard, workers=args.workers,
+                             shard_group=args.shard)
+    with tqdm(unit='scan', desc='relkd-prepare', disable=None, file=sys.stderr) as bar:
+
+        def planned(todo: int, done: int) -> None:
+            bar.reset(total=todo)
+            if done:
+                bar.write(f'resuming: {done} scans already prepared')
+
+        report = prepare_dataset(args.bag, preset, args.out, teacher_factory=factory,
+                                 options=options, progress=bar.update, on_plan=planned)
+    print(format_report(report, args.out))
+    if report.usable_frames == 0:
+        print('relkd-prepare: error: no usable frame in the given bags', file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``relkd-prepare``; returns the exit code."""
+    return run(build_parser(), _prepare, argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Bilinear sampling of a patch-level feature grid at pixel positions.
+
+A dense 2D teacher returns one feature per image patch. The grid cell ``(r, c)`` of an
+``Hg × Wg`` grid over a ``W × H`` image is centred at pixel
+``((c + 0.5) · W / Wg − 0.5, (r + 0.5) · H / Hg − 0.5)`` (pixel centres at integers, as in
+ROS); between centres features are interpolated bilinearly, outside the outermost centres
+they are clamped to the edge cells. Sampling there equals upsampling the grid to the image
+(bilinear, ``align_corners=False``) and reading the pixel, without building the full grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from relkd_core.errors import DataError
+
+__all__ = ['sample_grid']
+
+
+def sample_grid(features: NDArray[np.floating], image_size_px: tuple[int, int],
+                uv_px: NDArray[np.floating], *, normalize: bool = True) -> NDArray[np.float32]:
+    """Features (Hg×Wg×D) sampled at M×2 pixel positions ``(u, v)`` → M×D float32.
+
+    ``image_size_px`` is the ``(width, height)`` the grid covers. With ``normalize`` each
+    sample is re-normalised to unit length (bilinear mixing shortens unit vectors).
+    """
+    if features.ndim != 3:
+        raise DataError(f'feature grid must be Hg×Wg×D, got shape {features.shape}')
+    uv = np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)
+    grid_h, grid_w, dim = features.shape
+    width, height = image_size_px
+    # Continuous grid coordinates whose integers are cell centres.
+    gx = np.clip((uv[:, 0] + 0.5) * grid_w / width - 0.5, 0.0, grid_w - 1)
+    gy = np.clip((uv[:, 1] + 0.5) * grid_h / height - 0.5, 0.0, grid_h - 1)
+    x0 = np.minimum(np.floor(gx).astype(np.int64), max(grid_w - 2, 0))
+    y0 = np.minimum(np.floor(gy).astype(np.int64), max(grid_h - 2, 0))
+    x1 = np.minimum(x0 + 1, grid_w - 1)
+    y1 = np.minimum(y0 + 1, grid_h - 1)
+    fx = (gx - x0).astype(np.float32)[:, None]
+    fy = (gy - y0).astype(np.float32)[:, None]
+    flat = features.reshape(grid_h * grid_w, dim)
+
+    def at(y: NDArray[np.int64], x: NDArray[np.int64]) -> NDArray[np.float32]:
+        return flat[y * grid_w + x].astype(np.float32)
+
+    out = ((at(y0, x0) * (1 - fx) + at(y0, x1) * fx) * (1 - fy)
+           + (at(y1, x0) * (1 - fx) + at(y1, x1) * fx) * fy)
+    if normalize:
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
