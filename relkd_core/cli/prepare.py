@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _camera_teacher_spec(name: Literal['synthetic', 'openclip', 'precomputed'], config: Path | None) -> TeacherSpec:
+def _camera_teacher_spec(name: Literal['synthetic', 'openclip', 'precomputed'],
+                         config: Path | None) -> TeacherSpec:
     """Build a teacher from relkd_core.teachers and adapt it to camera frames."""
     from relkd_core.teachers import TeacherImage, build_teacher
 

@@ -40,9 +40,14 @@ from relkd_core.errors import BagError, CalibrationError, DataError, RelkdError
 from relkd_core.geometry.camera import CameraModel
 from relkd_core.types import CameraFrame, Frame, LidarScan
 
-__all__ = ['BagSource', 'CameraPlan', 'FrameResult', 'MessageRef', 'PlannedFrame']
+__all__ = ['BagSource', 'CameraPlan', 'FrameResult', 'MessageRef', 'PlannedFrame',
+           'UnreadableBagError']
 
 log = logging.getLogger(__name__)
+
+
+class UnreadableBagError(BagError):
+    """A bag that cannot be opened at all (corrupt database, not a bag)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,10 @@ class BagSource:
         self.lidar_frame = ''
         self._reader: Any = None
         self._index = _Index()
-        reader = self._open()
+        try:
+            reader = self._open()
+        except BagError as err:
+            raise UnreadableBagError(str(err)) from err
         self.topics = self._resolve_topics(bag_topics(reader))
         self._build_index(reader)
         self._check_calibration()
@@ -204,6 +212,15 @@ class BagSource:
         except Exception as err:  # a damaged bag: keep what was read before the damage
             self.problems.append(f'{self.path}: unreadable after {count} messages '
                                  f'({type(err).__name__}: {err})')
+            log.warning('%s', self.problems[-1])
+        truncated_at = getattr(reader, 'truncated_at', None)
+        if truncated_at is not None:
+            expected = getattr(reader, 'expected_counts', {}).get(lidar_topic)
+            of = f' of {expected}' if expected is not None else ''
+            self.problems.append(
+                f'{self.path}: MCAP file ends without its footer (truncated at byte '
+                f'{truncated_at} of {reader.size_bytes}); read {len(self._index.scans)}{of} '
+                'scans written before the damage')
             log.warning('%s', self.problems[-1])
         for refs in self._index.images.values():
             refs.sort(key=lambda r: r.stamp_ns)

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from relkd_core.config import config_to_dict
-from relkd_core.data.frames import BagSource, FrameResult, PlannedFrame
+from relkd_core.data.frames import BagSource, FrameResult, PlannedFrame, UnreadableBagError
 from relkd_core.data.prepared import FORMAT, MANIFEST, PLAN, SHARD_META, SHARDS
 from relkd_core.data.preset import TopicPreset
 from relkd_core.errors import DataError
@@ -314,7 +314,7 @@ def _process_shard(source: BagSource, frames: Sequence[PlannedFrame],
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(sources: list[BagSource], factory: TeacherFactory | None) -> None:
+def _init_worker(sources: list[BagSource | None], factory: TeacherFactory | None) -> None:
     _WORKER['sources'] = sources
     _WORKER['teacher'] = factory() if factory is not None else None
 
@@ -342,9 +342,17 @@ def prepare_dataset(bags: Sequence[str | os.PathLike[str]], preset: TopicPreset,
     if not bag_paths:
         raise DataError('no bag given')
     report = PrepareReport()
-    sources = [BagSource(path, preset, i) for i, path in enumerate(bag_paths)]
+    sources: list[BagSource | None] = []
+    for i, path in enumerate(bag_paths):
+        try:
+            sources.append(BagSource(path, preset, i))
+        except UnreadableBagError as err:  # other bags still count; reported in the manifest
+            report.problems.append(str(err))
+            sources.append(None)
     planned: list[PlannedFrame] = []
     for source in sources:
+        if source is None:
+            continue
         frames, unpaired = source.plan()
         planned.extend(frames)
         report.problems.extend(source.problems)
@@ -377,18 +385,20 @@ def prepare_dataset(bags: Sequence[str | os.PathLike[str]], preset: TopicPreset,
     else:
         for k in todo:
             source = sources[shards[k][0].source]
+            assert source is not None  # unreadable bags plan no frames
             _process_shard(source, shards[k], teacher, out_dir, names[k])
             report.shards_written += 1
             if progress is not None:
                 progress(len(shards[k]))
         for source in sources:
-            source.close()
+            if source is not None:
+                source.close()
     _finish(out_dir, names, bag_paths, sources, preset, teacher_info, report)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _run_pool(sources: list[BagSource], factory: TeacherFactory | None,
+def _run_pool(sources: list[BagSource | None], factory: TeacherFactory | None,
               shards: list[list[PlannedFrame]], names: list[str], todo: list[int], out: Path,
               workers: int, report: PrepareReport, progress: Callable[[int], None] | None
               ) -> None:
@@ -405,7 +415,7 @@ def _run_pool(sources: list[BagSource], factory: TeacherFactory | None,
                 progress(len(shards[futures[future]]))
 
 
-def _finish(out: Path, names: list[str], bags: list[Path], sources: list[BagSource],
+def _finish(out: Path, names: list[str], bags: list[Path], sources: list[BagSource | None],
             preset: TopicPreset, teacher: dict[str, Any] | None, report: PrepareReport) -> None:
     """Count what is on disk and, when every shard exists, write the manifest."""
     metas = []
@@ -420,8 +430,9 @@ def _finish(out: Path, names: list[str], bags: list[Path], sources: list[BagSour
         return
     manifest = {
         'format': FORMAT,
-        'bags': [{'path': str(path), 'scans': source.num_scans} for path, source in
-                 zip(bags, sources, strict=True)],
+        'bags': [{'path': str(path), 'scans': source.num_scans if source else 0,
+                  'readable': source is not None}
+                 for path, source in zip(bags, sources, strict=True)],
         'preset': config_to_dict(preset),
         'cameras': [c.name for c in preset.cameras],
         'teacher': teacher,

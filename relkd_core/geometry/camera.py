@@ -101,14 +101,21 @@ class CameraModel:
 
     @classmethod
     def from_camera_info(cls, info: Any, source: IntrinsicsSource = 'raw') -> CameraModel:
-        """Build from a ``sensor_msgs/CameraInfo`` (rosbags or rclpy message)."""
-        K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-        P = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
-        R = np.asarray(info.r, dtype=np.float64).reshape(3, 3)
+        """Build from a ``sensor_msgs/CameraInfo`` (rosbags or rclpy message; ROS 1 messages
+        spell the matrices ``K``, ``D``, ``R``, ``P``)."""
+
+        def matrix(name: str) -> NDArray[np.float64]:
+            value = getattr(info, name, None)
+            return np.asarray(getattr(info, name.upper()) if value is None else value,
+                              dtype=np.float64)
+
+        K = matrix('k').reshape(3, 3)
+        P = matrix('p').reshape(3, 4)
+        R = matrix('r').reshape(3, 3)
         if not np.any(R):
             R = np.eye(3)  # an unset r means "no rectification"
         return cls(width_px=int(info.width), height_px=int(info.height), K=K,
-                   D=np.asarray(info.d, dtype=np.float64).reshape(-1),
+                   D=matrix('d').reshape(-1),
                    distortion_model=str(info.distortion_model or 'plumb_bob'), R=R,
                    P=P if np.any(P) else None, source=source)
 

@@ -1,4 +1,4 @@
-"""Tiny synthetic bags shared by the sim tests (rendered once per session)."""
+"""Fixtures shared across the test tree: tiny synthetic bags (rendered once per session)."""
 
 from __future__ import annotations
 
