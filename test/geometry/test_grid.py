@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import interpolate
 
 from relkd_core.errors import DataError
 from relkd_core.geometry.grid import sample_grid
@@ -15,7 +15,7 @@ def test_grid_sample_equals_bilinear_upsampling_at_pixels() -> None:
     rng = np.random.default_rng(0)
     grid = rng.normal(size=(4, 6, 5)).astype(np.float32)
     width, height = 48, 32
-    up = F.interpolate(torch.from_numpy(grid).permute(2, 0, 1)[None], size=(height, width),
+    up = interpolate(torch.from_numpy(grid).permute(2, 0, 1)[None], size=(height, width),
                        mode='bilinear', align_corners=False)[0].permute(1, 2, 0).numpy()
     u, v = np.meshgrid(np.arange(width), np.arange(height))
     uv = np.column_stack([u.ravel(), v.ravel()]).astype(np.float32)

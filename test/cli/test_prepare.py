@@ -1,0 +1,68 @@
+"""Smoke tests of ``relkd-prepare``'s real ``main(argv)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bagtools import rewrite_bag
+
+from relkd_core.cli.prepare import main
+from relkd_core.data.prepared import PreparedDataset
+
+
+def test_cli_prepare_writes_a_dataset_and_summary(tiny_bags: dict, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / 'prepared'
+    code = main(['--bag', str(tiny_bags[('nuscenes', 'sqlite3')]), '--preset', 'synth-nuscenes',
+                 '--out', str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert f'{out}: 3 frames in 1 shards (1 written now, 0 already there)' in printed
+    assert f'complete: manifest written to {out / "manifest.json"}' in printed
+    assert len(PreparedDataset(out)) == 3
+    assert main(['--bag', str(tiny_bags[('nuscenes', 'sqlite3')]), '--preset',
+                 'synth-nuscenes', '--out', str(out)]) == 0
+    assert '(0 written now, 1 already there)' in capsys.readouterr().out
+
+
+def test_cli_prepare_fails_when_nothing_is_usable(tiny_bags: dict, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def all_nan(topic: str, t_ns: int, msg: Any) -> Any:
+        if topic == '/velodyne_points':
+            data = np.frombuffer(msg.data, np.uint8).copy().reshape(-1, msg.point_step)
+            data[:, 0:4] = np.frombuffer(np.float32(np.nan).tobytes(), np.uint8)
+            msg.data = data.reshape(-1)
+        return msg
+
+    bag = rewrite_bag(tiny_bags[('kitti', 'mcap')], tmp_path / 'nan', edit=all_nan)
+    code = main(['--bag', str(bag), '--preset', 'synth-kitti', '--out', str(tmp_path / 'o')])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert 'dropped frames: 3 only NaN points' in captured.out
+    assert 'relkd-prepare: error: no usable frame in the given bags' in captured.err
+
+
+def test_cli_prepare_unknown_preset_is_usage_error(tiny_bags: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(['--bag', str(tiny_bags[('kitti', 'mcap')]), '--preset', 'kiti',
+                 '--out', str(tmp_path)])
+    assert code == 2
+    assert "--preset: unknown preset 'kiti'" in capsys.readouterr().err
+
+
+def test_cli_prepare_missing_bag_is_failure(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(['--bag', str(tmp_path / 'nope'), '--preset', 'synth-kitti',
+                 '--out', str(tmp_path / 'o')])
+    assert code == 1
+    assert 'does not exist' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('shard', ['2/2', 'a/b', '1'])
+def test_cli_prepare_bad_shard_argument(shard: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--bag', 'x', '--preset', 'synth-kitti', '--out', str(tmp_path), '--shard', shard])
+    assert exit_info.value.code == 2
