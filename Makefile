@@ -35,9 +35,13 @@ demo: install
 	@if [ -d $(DEMO_OUT)/synth_kitti ]; then echo "reusing $(DEMO_OUT)/synth_kitti"; else \
 		$(BIN)/relkd-synth --out $(DEMO_OUT)/synth_kitti --rig kitti \
 			--frames $(DEMO_FRAMES) --seed 1 --storage mcap --image-format jpeg; fi
+	$(BIN)/relkd-prepare --bag $(DEMO_OUT)/synth_nuscenes --preset synth-nuscenes \
+		--teacher synthetic --out $(DEMO_OUT)/prepared_nuscenes
 
 bench: install
 	$(BIN)/python bench/bench_synth.py --out bench/results/synth.json
+	$(BIN)/python bench/bench_prepare.py --out bench/results/prepare.json
+	$(BIN)/python bench/bench_teacher.py --out bench/results/teacher.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build install log *.egg-info

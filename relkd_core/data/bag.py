@@ -370,6 +370,11 @@ def _metadata_counts(path: Path) -> dict[str, int]:
         return {}
 
 
+def _starts_as_mcap(path: Path) -> bool:
+    with path.open('rb') as stream:
+        return stream.read(len(_MCAP_MAGIC)) == _MCAP_MAGIC
+
+
 def _mcap_file(path: Path) -> Path | None:
     if path.suffix == '.mcap':
         return path
@@ -395,9 +400,8 @@ def open_bags(paths: Sequence[str | os.PathLike[str]], distro: str = 'humble') -
         reader.open()
     except (AnyReaderError, FileNotFoundError) as err:
         mcap = _mcap_file(bag_paths[0]) if len(bag_paths) == 1 else None
-        if mcap is not None and 'magic' in str(err).lower():
-            salvaged = SalvagedMcap(mcap, store)
-            return cast(AnyReader, salvaged)
+        if mcap is not None and 'magic' in str(err).lower() and _starts_as_mcap(mcap):
+            return cast(AnyReader, SalvagedMcap(mcap, store))
         raise BagError(f'cannot open bag {", ".join(map(str, bag_paths))}: {err}') from err
     return reader
 
