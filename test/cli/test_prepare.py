@@ -66,3 +66,38 @@ def test_cli_prepare_bad_shard_argument(shard: str, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(['--bag', 'x', '--preset', 'synth-kitti', '--out', str(tmp_path), '--shard', shard])
     assert exit_info.value.code == 2
+
+
+def test_cli_prepare_synthetic_teacher_grids_match_the_teacher(tiny_bags: dict, tmp_path: Path
+                                                               ) -> None:
+    from relkd_core.data.frames import BagSource
+    from relkd_core.data.preset import load_preset
+    from relkd_core.teachers import TeacherImage, build_teacher
+    from relkd_core.teachers.evaluate import zero_shot_points
+    from relkd_core.teachers.vocabulary import Vocabulary
+
+    bag = tiny_bags[('kitti', 'mcap')]
+    out = tmp_path / 'prepared'
+    assert main(['--bag', str(bag), '--preset', 'synth-kitti', '--teacher', 'synthetic',
+                 '--out', str(out)]) == 0
+    dataset = PreparedDataset(out)
+    teacher = build_teacher('synthetic')
+    assert dataset.teacher_id == teacher.teacher_id and dataset.feature_dim == 384
+    source = BagSource(bag, load_preset('synth-kitti'))
+    plan, _ = source.plan()
+    frame = next(iter(source.read(plan[:1]))).frame
+    assert frame is not None
+    camera = frame.cameras[0]
+    expected = teacher.image_features([TeacherImage(
+        rgb=camera.rgb, camera=camera.name, t_ns=camera.t_ns, semantic=camera.semantic,
+        instance=camera.instance)])[0].features
+    stored = dataset.image_grid(0, camera.name)
+    assert stored is not None and stored.shape == expected.shape
+    np.testing.assert_allclose(stored.astype(np.float32), expected, atol=2e-3)
+    # The teacher's zero-shot on projected lidar points, from the stored grids.
+    item = dataset[0]
+    assert item.pair_features is not None and item.labels is not None
+    text = teacher.text_features(Vocabulary.default())
+    result = zero_shot_points(item.pair_features, item.labels[item.pair_point], text,
+                              Vocabulary.default())
+    assert 0.15 < result.miou < 0.7
