@@ -1,0 +1,279 @@
+"""Benchmark: a full MinkUNet training step (voxelize, forward, backward) on each sparse backend.
+
+For each target size (default 30k and 100k voxels) a synthetic street-like scan (ground, walls,
+cars as boxes, poles) is voxelized with a voxel size tuned to hit the target, and every
+installed backend runs the same model with the same weights. Steps are interleaved across
+backends (A, B, C, A, B, C, ...) so that load from other processes hits all of them alike.
+Kernel maps are rebuilt in every step, as in training where every scan is new.
+
+Writes JSON (``--out``) with ms per step (median), peak memory of one step (growth of the
+resident set over the step, sampled every 2 ms, measured in a fresh process per backend so
+that memory kept by the allocator from earlier steps does not hide it; on CUDA the peak
+allocation) and the ratios native/spconv and
+native/minkowski, and prints a Markdown table. A backend that is not installed is recorded
+as unavailable with the reason. Run on demand, never in tests:
+
+    .venv/bin/python bench/bench_sparse.py --out bench/results/sparse.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from relkd_core.errors import ModelError
+from relkd_core.geometry.voxel import unique_coordinates, voxel_grid_coordinates
+from relkd_core.models import StudentConfig, build_student, voxelize_batch
+from relkd_core.models.sparse import BACKENDS, check_backend
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def street_scan(num_points: int, seed: int) -> torch.Tensor:
+    """(N, 4) float32 xyzi: points on a ground plane, two building fronts, boxes and poles,
+    denser near the sensor like a spinning lidar (ranges drawn with density ~ 1/r)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    n = num_points // 2
+    radius = np.exp(rng.uniform(np.log(2.0), np.log(60.0), n))
+    angle = rng.uniform(-np.pi, np.pi, n)
+    parts.append(np.column_stack([radius * np.cos(angle), radius * np.sin(angle),
+                                  rng.normal(-1.8, 0.03, n)]))
+    n = num_points // 5
+    for side in (-1.0, 1.0):  # building fronts along x at y = ±12 m
+        parts.append(np.column_stack([rng.uniform(-60, 60, n // 2),
+                                      np.full(n // 2, 12.0 * side) + rng.normal(0, 0.05, n // 2),
+                                      rng.uniform(-1.8, 8.0, n // 2)]))
+    rest = num_points - sum(len(p) for p in parts)
+    centres = rng.uniform([-40, -9, -1.8], [40, 9, -1.8], size=(24, 3))
+    sizes = rng.uniform([3.5, 1.6, 1.4], [5.0, 2.0, 2.0], size=(24, 3))
+    choice = rng.integers(0, 24, rest)
+    face = rng.uniform(-0.5, 0.5, size=(rest, 3))
+    axis = rng.integers(0, 3, rest)
+    face[np.arange(rest), axis] = np.sign(face[np.arange(rest), axis]) * 0.5  # on the surface
+    boxes = centres[choice] + face * sizes[choice] + np.array([0, 0, 1.0])
+    parts.append(boxes)
+    xyz = np.concatenate(parts)
+    intensity = rng.uniform(0.0, 1.0, size=(len(xyz), 1))
+    return torch.from_numpy(np.concatenate([xyz, intensity], axis=1)).float()
+
+
+def voxel_size_for(scan: torch.Tensor, target_voxels: int) -> float:
+    """Cartesian voxel size (m) giving about ``target_voxels`` voxels (bisection in log)."""
+    low, high = 0.005, 2.0
+    for _ in range(25):
+        size = math.sqrt(low * high)
+        count = len(unique_coordinates(voxel_grid_coordinates(scan[:, :3], size))[0])
+        low, high = (size, high) if count > target_voxels else (low, size)
+    return math.sqrt(low * high)
+
+
+class PeakMemory:
+    """Peak growth of the resident set (CPU) or of CUDA allocation during a ``with`` block."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        self._base = _rss_bytes()
+        self._peak = self._base
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self._peak, _rss_bytes()) - self._base
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, _rss_bytes())
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as stream:
+        return int(stream.read().split()[1]) * PAGE_BYTES
+
+
+def train_step(model: torch.nn.Module, scan: torch.Tensor, config: StudentConfig,
+               projection: torch.Tensor, device: torch.device) -> float:
+    """One step, timed in ms: voxelize, forward, a scalar loss, backward."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    batch = voxelize_batch([scan], config, device=device)
+    out = model(batch)
+    loss = (out @ projection).square().mean()
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = (time.perf_counter() - start) * 1000.0
+    model.zero_grad(set_to_none=True)
+    return elapsed
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    available: dict[str, str | None] = {}
+    for name in BACKENDS:
+        try:
+            check_backend(name)
+            available[name] = None
+        except ModelError as err:
+            available[name] = str(err)
+    runnable = [name for name, reason in available.items() if reason is None]
+    results: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "device": str(device),
+        },
+        "model": {"variant": args.variant, "width_multiplier": args.width},
+        "protocol": (f"median of {args.repeats} interleaved steps after {args.warmup} warm-up "
+                     "steps; step = voxelize + forward + loss + backward, kernel maps rebuilt"),
+        "cases": [],
+    }
+    for target in args.voxels:
+        scan = street_scan(num_points=int(target * 1.6), seed=0)
+        voxel_size = voxel_size_for(scan, target)
+        config = StudentConfig(variant=args.variant, width_multiplier=args.width,
+                               voxelization="cartesian", voxel_size_m=voxel_size)
+        num_voxels = voxelize_batch([scan], config).num_voxels
+        reference = build_student(config).to(device)
+        results["model"]["parameters"] = sum(p.numel() for p in reference.parameters())
+        models = {}
+        for name in runnable:
+            model = build_student(StudentConfig(**{**_fields(config), "backend": name}))
+            model.load_state_dict(reference.state_dict())
+            models[name] = model.to(device).train()
+        projection = torch.randn(config.out_dim, 16, generator=torch.Generator().manual_seed(0))
+        projection = projection.to(device)
+        times: dict[str, list[float]] = {name: [] for name in runnable}
+        for step in range(args.warmup + args.repeats):
+            for name in runnable:
+                elapsed = train_step(models[name], scan, config, projection, device)
+                if step >= args.warmup:
+                    times[name].append(elapsed)
+        del models, reference
+        peaks = {name: _probe_memory(args, name, target) for name in runnable}
+        case: dict[str, Any] = {"target_voxels": target, "voxels": num_voxels,
+                                "points": len(scan), "voxel_size_m": round(voxel_size, 5),
+                                "backends": {}, "ratios": {}}
+        for name, reason in available.items():
+            if reason is not None:
+                case["backends"][name] = {"available": False, "reason": reason}
+                continue
+            case["backends"][name] = {
+                "available": True,
+                "ms_per_step": round(statistics.median(times[name]), 1),
+                "ms_all": [round(t, 1) for t in times[name]],
+                "peak_memory_mib": round(peaks[name] / 2**20, 1),
+            }
+        native = case["backends"]["native"]
+        for other in ("spconv", "minkowski"):
+            entry = case["backends"][other]
+            case["ratios"][f"native/{other}"] = (
+                round(native["ms_per_step"] / entry["ms_per_step"], 3)
+                if entry["available"] else None
+            )
+        results["cases"].append(case)
+        print(f"done: {num_voxels} voxels", flush=True)
+    return results
+
+
+def _probe_memory(args: argparse.Namespace, backend: str, target: int) -> int:
+    """Peak memory (bytes) of one step of ``backend`` at ``target`` voxels, in a new process."""
+    command = [sys.executable, __file__, "--probe-memory", backend, "--voxels", str(target),
+               "--variant", args.variant, "--width", str(args.width), "--threads",
+               str(args.threads), "--device", args.device]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def probe_memory(args: argparse.Namespace) -> int:
+    """Set up as ``run`` does, then measure one step of one backend (the probe process)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    scan = street_scan(num_points=int(args.voxels[0] * 1.6), seed=0)
+    config = StudentConfig(variant=args.variant, width_multiplier=args.width,
+                           voxelization="cartesian", backend=args.probe_memory,
+                           voxel_size_m=voxel_size_for(scan, args.voxels[0]))
+    model = build_student(config).to(device).train()
+    projection = torch.randn(config.out_dim, 16, generator=torch.Generator().manual_seed(0))
+    with PeakMemory(device) as memory:
+        train_step(model, scan, config, projection.to(device), device)
+    return memory.peak_bytes
+
+
+def _fields(config: StudentConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| voxels | backend | ms / step | peak memory (MiB) | native / this |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for case in results["cases"]:
+        native_ms = case["backends"]["native"]["ms_per_step"]
+        for name, entry in case["backends"].items():
+            if not entry["available"]:
+                lines.append(f"| {case['voxels']} | {name} | unavailable | | |")
+                continue
+            ratio = native_ms / entry["ms_per_step"]
+            lines.append(f"| {case['voxels']} | {name} | {entry['ms_per_step']:.0f} | "
+                         f"{entry['peak_memory_mib']:.0f} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/sparse.json"))
+    parser.add_argument("--voxels", type=int, nargs="+", default=[30_000, 100_000])
+    parser.add_argument("--variant", choices=["14", "18", "34"], default="34")
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--probe-memory", metavar="BACKEND", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe_memory:
+        print(probe_memory(args))
+        return
+    results = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(args.out)  # atomic: a crash never leaves half a results file
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
