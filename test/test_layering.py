@@ -19,6 +19,7 @@ IMPORT_HOMES = {
     'torchvision': 'relkd_core/teachers/torchvision_compat.py',
     'threadpoolctl': 'relkd_core/teachers/synthetic.py',
     'spconv': 'relkd_core/models/sparse/spconv_backend.py',
+    'MinkowskiEngine': 'relkd_core/models/sparse/minkowski_backend.py',
 }
 FORBIDDEN_IN_CORE = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'tf2_ros', 'cv_bridge',
                      'message_filters', 'relkd_ros')
