@@ -13,19 +13,18 @@ and ``Any``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import os
 import pathlib
 import re
-import tempfile
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
+from relkd_core.atomic import write_text_atomic
 from relkd_core.errors import ConfigError
 
 __all__ = ["bounded", "config_from_dict", "config_to_dict", "load_config", "save_config"]
@@ -101,23 +100,11 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def save_config(config: Any, path: str | os.PathLike[str]) -> None:
     """Write ``config`` as YAML to ``path`` atomically: a crash leaves the old file or the new one.
 
-    The text goes to a temporary file in the same folder (so the rename stays on one filesystem),
-    is flushed to disk, then replaces ``path`` with ``os.replace``.
+    See :mod:`relkd_core.atomic`.
     """
     path = pathlib.Path(path)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a config file is meant to be read
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    write_text_atomic(path, text)
 
 
 # --- reading and overrides -------------------------------------------------------------------

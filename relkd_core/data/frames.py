@@ -303,10 +303,11 @@ class BagSource:
         if not frames:
             return
         reader = self._open()
-        wanted = {(r.topic, r.record_ns, r.stamp_ns) for f in frames for r in f.refs()}
-        topics = sorted({r.topic for f in frames for r in f.refs()})
-        start = min(r.record_ns for f in frames for r in f.refs())
-        stop = max(r.record_ns for f in frames for r in f.refs()) + 1
+        refs = [r for f in frames for r in f.refs()]
+        wanted = {(r.topic, r.record_ns, r.stamp_ns) for r in refs}
+        topics = sorted({r.topic for r in refs})
+        start = min(r.record_ns for r in refs)
+        stop = max(r.record_ns for r in refs) + 1
         raw: dict[tuple[str, int, int], tuple[bytes, str]] = {}
         failure = None
         try:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from relkd_core.atomic import write_text_atomic
 from relkd_core.config import config_to_dict
 from relkd_core.data.frames import BagSource, FrameResult, PlannedFrame, UnreadableBagError
 from relkd_core.data.prepared import FORMAT, MANIFEST, PLAN, SHARD_META, SHARDS
@@ -123,7 +124,7 @@ def _check_plan(out: Path, identity: dict[str, Any]) -> None:
             raise DataError(f'{out} holds a preparation with different {", ".join(differing)}; '
                             'use a new --out folder (or delete this one) to start over')
         return
-    _atomic_write_text(path, json.dumps(identity, indent=2, sort_keys=True))
+    write_text_atomic(path, json.dumps(identity, indent=2, sort_keys=True))
 
 
 def _shards_of(frames: Sequence[PlannedFrame], frames_per_shard: int
@@ -271,13 +272,6 @@ def write_shard(out: Path, name: str, arrays: dict[str, NDArray[Any]], meta: dic
 def _fsync(path: Path) -> None:
     with path.open('rb') as stream:
         os.fsync(stream.fileno())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(text)
-    _fsync(tmp)
-    os.replace(tmp, path)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -446,5 +440,5 @@ def _finish(out: Path, names: list[str], bags: list[Path], sources: list[BagSour
         'shards': [{'name': m['name'], 'frames': m['counts']['frames'],
                     'checksums': m['checksums']} for m in metas],
     }
-    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     report.complete = True

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,11 +211,3 @@ def rank_indices(num_frames: int, rank: int, world_size: int, *, shuffle: bool =
     padded = np.resize(order, total)
     return [int(v) for v in padded[rank::world_size]]
 
-
-def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of a complete prepared dataset."""
-    return PreparedDataset(root, features=False).manifest
-
-
-def shard_names(manifest: dict[str, Any]) -> Sequence[str]:
-    return [s['name'] for s in manifest['shards']]

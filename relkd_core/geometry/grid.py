@@ -15,7 +15,19 @@ from numpy.typing import NDArray
 
 from relkd_core.errors import DataError
 
-__all__ = ['sample_grid']
+__all__ = ['axis_weights', 'sample_grid']
+
+
+def axis_weights(coords_px: NDArray[np.floating], num_cells: int, num_px: int
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Linear interpolation along one axis of ``num_px`` pixels covered by ``num_cells``
+    cells: the two cells ``i0``, ``i1`` around each coordinate and the weight of ``i1``."""
+    # Continuous cell coordinates whose integers are cell centres, clamped to the edge cells.
+    cell = np.clip((np.asarray(coords_px, dtype=np.float64) + 0.5) * num_cells / num_px - 0.5,
+                   0.0, num_cells - 1)
+    i0 = np.minimum(np.floor(cell).astype(np.int64), max(num_cells - 2, 0))
+    i1 = np.minimum(i0 + 1, num_cells - 1)
+    return i0, i1, cell - i0
 
 
 def sample_grid(features: NDArray[np.floating], image_size_px: tuple[int, int],
@@ -30,15 +42,10 @@ def sample_grid(features: NDArray[np.floating], image_size_px: tuple[int, int],
     uv = np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)
     grid_h, grid_w, dim = features.shape
     width, height = image_size_px
-    # Continuous grid coordinates whose integers are cell centres.
-    gx = np.clip((uv[:, 0] + 0.5) * grid_w / width - 0.5, 0.0, grid_w - 1)
-    gy = np.clip((uv[:, 1] + 0.5) * grid_h / height - 0.5, 0.0, grid_h - 1)
-    x0 = np.minimum(np.floor(gx).astype(np.int64), max(grid_w - 2, 0))
-    y0 = np.minimum(np.floor(gy).astype(np.int64), max(grid_h - 2, 0))
-    x1 = np.minimum(x0 + 1, grid_w - 1)
-    y1 = np.minimum(y0 + 1, grid_h - 1)
-    fx = (gx - x0).astype(np.float32)[:, None]
-    fy = (gy - y0).astype(np.float32)[:, None]
+    x0, x1, wx = axis_weights(uv[:, 0], grid_w, width)
+    y0, y1, wy = axis_weights(uv[:, 1], grid_h, height)
+    fx = wx.astype(np.float32)[:, None]
+    fy = wy.astype(np.float32)[:, None]
     flat = features.reshape(grid_h * grid_w, dim)
 
     def at(y: NDArray[np.int64], x: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -48,4 +55,4 @@ def sample_grid(features: NDArray[np.floating], image_size_px: tuple[int, int],
            + (at(y1, x0) * (1 - fx) + at(y1, x1) * fx) * fy)
     if normalize:
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return out
+    return out.astype(np.float32, copy=False)

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from relkd_core.errors import TeacherError
+from relkd_core.geometry.grid import axis_weights
 from relkd_core.geometry.grid import sample_grid as geometry_sample_grid
 from relkd_core.teachers.vocabulary import Vocabulary
 
@@ -93,21 +94,6 @@ def normalize_rows(x: NDArray[np.floating[Any]], axis: int = -1) -> NDArray[np.f
     return x32 / np.maximum(norm, np.float32(1e-12))
 
 
-def _axis_weights(coords_px: NDArray[np.float64], num_cells: int, num_px: int
-                  ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
-    """Linear interpolation along one axis: cells ``i0``, ``i1`` and the weight of ``i1``.
-
-    Cell ``i`` is centred at pixel ``(i + 0.5) * num_px / num_cells - 0.5``; coordinates beyond
-    the outermost centres clamp to the edge cells.
-    """
-    cell = (coords_px + 0.5) * (num_cells / num_px) - 0.5
-    cell = np.clip(cell, 0.0, num_cells - 1)
-    i0 = np.minimum(np.floor(cell).astype(np.int64), max(num_cells - 2, 0))
-    weight = cell - i0
-    i1 = np.minimum(i0 + 1, num_cells - 1)
-    return i0, i1, weight
-
-
 def sample_grid(grid: FeatureGrid, uv_px: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     """Bilinear samples of ``grid`` at pixel coordinates, re-normalised to unit length.
 
@@ -130,7 +116,7 @@ def sample_grid(grid: FeatureGrid, uv_px: NDArray[np.floating[Any]]) -> NDArray[
 
 def _interpolation_matrix(num_px: int, num_cells: int) -> NDArray[np.float32]:
     """(num_px, num_cells) matrix whose rows hold the linear weights of each pixel centre."""
-    i0, i1, weight = _axis_weights(np.arange(num_px, dtype=np.float64), num_cells, num_px)
+    i0, i1, weight = axis_weights(np.arange(num_px, dtype=np.float64), num_cells, num_px)
     matrix = np.zeros((num_px, num_cells), dtype=np.float32)
     rows = np.arange(num_px)
     np.add.at(matrix, (rows, i0), (1.0 - weight).astype(np.float32))

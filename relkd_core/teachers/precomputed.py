@@ -15,10 +15,8 @@ model itself.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from relkd_core.atomic import write_atomic, write_text_atomic
 from relkd_core.config import load_config
 from relkd_core.errors import TeacherError
 from relkd_core.teachers.base import FeatureGrid, Teacher, TeacherImage, normalize_rows
@@ -187,20 +186,20 @@ def write_precomputed(
     for (camera, t_ns), grid in grids.items():
         path = feature_path(root, camera, t_ns)
         path.parent.mkdir(exist_ok=True)
-        _atomic_write(path, _npy_writer(np.ascontiguousarray(grid.features, dtype=dtype)))
+        write_atomic(path, _npy_writer(np.ascontiguousarray(grid.features, dtype=dtype)))
     if text_names is not None and text_embeddings is not None:
         embeddings = np.asarray(text_embeddings, dtype=np.float32)
         if embeddings.shape != (len(text_names), feature_dim):
             raise TeacherError(f'write_precomputed: text_embeddings must be ({len(text_names)}, '
                                f'{feature_dim}), got {embeddings.shape}')
         names = np.asarray(list(text_names), dtype=np.str_)
-        _atomic_write(root / TEXT_NAME,
+        write_atomic(root / TEXT_NAME,
                       lambda stream: np.savez(stream, names=names, embeddings=embeddings))
         text_file = TEXT_NAME
     manifest = {'teacher_id': teacher_id, 'feature_dim': feature_dim,
                 'text_embeddings': text_file}
     text = yaml.safe_dump(manifest, sort_keys=False)
-    _atomic_write(manifest_path, lambda stream: stream.write(text.encode()))
+    write_text_atomic(manifest_path, text)
     return root
 
 
@@ -219,19 +218,3 @@ def _load_array(path: Path) -> NDArray[Any]:
     if array.dtype not in (np.float16, np.float32):
         raise TeacherError(f'{path}: expected float16 or float32 features, got {array.dtype}')
     return array
-
-
-def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
-    """Write through ``write(binary stream)`` to a temp file next to ``path``, then rename."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
