@@ -9,12 +9,11 @@ Target: at least 20 scans/s on the ``synth-nuscenes`` rig on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine_info, write_results
 
 from relkd_core.data.prepare import PrepareOptions, prepare_dataset
 from relkd_core.data.preset import load_preset
@@ -40,8 +39,7 @@ def main() -> None:
     parser.add_argument('--frames', type=int, default=64)
     args = parser.parse_args()
     results: dict[str, object] = {
-        'machine': {'cpus': os.cpu_count(), 'python': platform.python_version(),
-                    'processor': platform.processor() or platform.machine()},
+        'machine': machine_info(),
         'target': 'synth-nuscenes >= 20 scans/s without teacher',
         'runs': {},
     }
@@ -58,11 +56,7 @@ def main() -> None:
                                         Path(tmp) / f'out_{rig}_{image_format}_{workers}')
                     print(key, runs[key], flush=True)
     results['runs'] = runs
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix('.tmp')
-    tmp_out.write_text(json.dumps(results, indent=2) + '\n')
-    os.replace(tmp_out, args.out)
-    print(f'wrote {args.out}')
+    write_results(args.out, results)
 
 
 if __name__ == '__main__':

@@ -8,14 +8,12 @@ Target: at least 2 frames/s for the ``nuscenes`` rig on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import machine_info, write_results
 
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
@@ -47,8 +45,7 @@ def main() -> None:
     parser.add_argument('--frames', type=int, default=40)
     args = parser.parse_args()
     results = {
-        'machine': {'cpus': os.cpu_count(), 'python': platform.python_version(),
-                    'processor': platform.processor() or platform.machine()},
+        'machine': machine_info(),
         'target': 'nuscenes rig >= 2 frames/s',
         'runs': {},
     }
@@ -57,11 +54,7 @@ def main() -> None:
             key = f'{rig}/{image_format}'
             results['runs'][key] = measure(rig, args.frames, image_format, seed=0)
             print(key, results['runs'][key], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix('.tmp')
-    tmp.write_text(json.dumps(results, indent=2) + '\n')
-    os.replace(tmp, args.out)
-    print(f'wrote {args.out}')
+    write_results(args.out, results)
 
 
 if __name__ == '__main__':

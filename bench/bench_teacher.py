@@ -11,14 +11,12 @@ Target: the synthetic teacher at >= 50 images/s on 2 CPU cores (6 images per lid
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import machine_info, write_results
 
 from relkd_core.geometry.projection import project_points, unoccluded_mask
 from relkd_core.geometry.se3 import invert_transform, transform_points
@@ -113,19 +111,14 @@ def main() -> None:
     pixels = zero_shot_pixels(synthetic, vocabulary, images, batch_size=6)
     points = zero_shot_on_points(synthetic, drive, frames, vocabulary)
     results = {
-        'machine': {'cpus': os.cpu_count(), 'python': platform.python_version(),
-                    'processor': platform.processor() or platform.machine(),
-                    'load_average_1min': round(os.getloadavg()[0], 2)},
+        'machine': machine_info(),
         'target': 'synthetic teacher >= 50 images/s at 400x224',
         'runs': runs,
         'synthetic_zero_shot': {'frames': len(frames), 'rig': 'nuscenes', 'seed': 0,
                                 'vocabulary': 'default (nuScenes 16)',
                                 'pixels': pixels.to_dict(), 'points': points.to_dict()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix('.tmp')
-    tmp.write_text(json.dumps(results, indent=2) + '\n')
-    os.replace(tmp, args.out)
+    write_results(args.out, results)
 
     print('\n| teacher | image size | images/s |\n|---|---|---|')
     for name, run in runs.items():
