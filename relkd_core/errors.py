@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "LossError",
     "ModelError",
     "RelkdError",
     "SimError",
@@ -42,6 +43,10 @@ class CheckpointError(RelkdError):
 
 class DataError(RelkdError):
     """Raised when data (scans, frames, prepared datasets) has the wrong shape, dtype or content."""
+
+
+class LossError(RelkdError):
+    """Raised when a distillation loss is misconfigured or given features it cannot compare."""
 
 
 class SimError(RelkdError):
