@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH) -e ".[test,synthetic,openclip,spconv]" $(ROS_WHEELS)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH) -e ".[test,synthetic,openclip,spconv,superpixels]" $(ROS_WHEELS)
 	touch $(STAMP)
 
 lint: install

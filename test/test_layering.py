@@ -20,6 +20,7 @@ IMPORT_HOMES = {
     'threadpoolctl': 'relkd_core/teachers/synthetic.py',
     'spconv': 'relkd_core/models/sparse/spconv_backend.py',
     'MinkowskiEngine': 'relkd_core/models/sparse/minkowski_backend.py',
+    'skimage': 'relkd_core/data/superpixels.py',
 }
 FORBIDDEN_IN_CORE = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'tf2_ros', 'cv_bridge',
                      'message_filters', 'relkd_ros')

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--shard', type=_shard_group, default=(0, 1), metavar='i/n',
                         help='do only shards k with k %% n == i (default: 0/1, all)')
     parser.add_argument('--frames-per-shard', type=positive_int, default=32)
+    parser.add_argument('--superpixels', type=positive_int, default=None, metavar='N',
+                        help='also store each pair\'s SLIC superpixel, N segments per image '
+                             '(SLidR: 150; needs scikit-image; default: off)')
     parser.add_argument('--verbose', action='store_true')
     return parser
 
@@ -119,7 +122,7 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.teacher != 'none':
         factory = functools.partial(_camera_teacher_spec, args.teacher, args.teacher_config)
     options = PrepareOptions(frames_per_shard=args.frames_per_shard, workers=args.workers,
-                             shard_group=args.shard)
+                             shard_group=args.shard, superpixels=args.superpixels)
     with tqdm(unit='scan', desc='relkd-prepare', disable=None, file=sys.stderr) as bar:
 
         def planned(todo: int, done: int) -> None:

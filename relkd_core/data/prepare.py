@@ -7,7 +7,8 @@ whole shards behind, and running the same command again skips them and resumes. 
 manifest is written last, by whichever run completes the final shard; it holds nothing that
 depends on timing, so an interrupted-and-resumed run produces the same manifest as an
 uninterrupted one. ``shard_group=(i, n)`` makes a run do only shards ``k`` with
-``k % n == i``, so several machines can share one output folder.
+``k % n == i``, so several machines can share one output folder. ``superpixels=N`` also
+stores the SLIC superpixel (N segments per image) of every pair's pixel.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from relkd_core.config import config_to_dict
 from relkd_core.data.frames import BagSource, FrameResult, PlannedFrame, UnreadableBagError
 from relkd_core.data.prepared import FORMAT, MANIFEST, PLAN, SHARD_META, SHARDS
 from relkd_core.data.preset import TopicPreset
+from relkd_core.data.superpixels import slic_superpixels
 from relkd_core.errors import DataError
 from relkd_core.geometry.camera import point_pixel_pairs
 from relkd_core.types import CameraFrame
@@ -59,11 +61,13 @@ TeacherFactory = Callable[[], TeacherSpec]
 
 @dataclass(frozen=True, kw_only=True)
 class PrepareOptions:
-    """``frames_per_shard`` scans per shard; ``workers`` processes; ``shard_group`` = (i, n)."""
+    """``frames_per_shard`` scans per shard; ``workers`` processes; ``shard_group`` = (i, n);
+    ``superpixels`` SLIC segments per image (None: no superpixels; SLidR uses 150)."""
 
     frames_per_shard: int = 32
     workers: int = 1
     shard_group: tuple[int, int] = (0, 1)
+    superpixels: int | None = None
 
     def __post_init__(self) -> None:
         index, count = self.shard_group
@@ -72,6 +76,11 @@ class PrepareOptions:
                             '0 <= i < n')
         if self.frames_per_shard < 1 or self.workers < 1:
             raise DataError('frames_per_shard and workers must be at least 1')
+        if self.superpixels is not None and (
+                isinstance(self.superpixels, bool) or not isinstance(self.superpixels, int)
+                or self.superpixels < 1):
+            raise DataError(f'superpixels: expected a whole number of segments per image of '
+                            f'at least 1, or None for none; got {self.superpixels!r}')
 
 
 @dataclass
@@ -109,18 +118,24 @@ class PrepareReport:
 # -- planning -----------------------------------------------------------------------------
 
 def _plan_identity(bags: Sequence[Path], preset: TopicPreset, teacher: dict[str, Any] | None,
-                   frames_per_shard: int) -> dict[str, Any]:
+                   frames_per_shard: int, superpixels: int | None) -> dict[str, Any]:
     return {'format': FORMAT, 'bags': [str(p) for p in bags], 'preset': config_to_dict(preset),
-            'teacher': teacher, 'frames_per_shard': frames_per_shard}
+            'teacher': teacher, 'frames_per_shard': frames_per_shard,
+            'superpixels': superpixels}
 
 
 def _check_plan(out: Path, identity: dict[str, Any]) -> None:
-    """Refuse to mix two different preparations in one folder; record the first."""
+    """Refuse to mix two different preparations in one folder; record the first.
+
+    A key missing from either side counts as null, so a plan written before an option
+    existed matches a run that leaves that option off.
+    """
     path = out / PLAN
     if path.exists():
         previous = json.loads(path.read_text())
-        if previous != identity:
-            differing = sorted(k for k in identity if previous.get(k) != identity[k])
+        differing = sorted(k for k in previous.keys() | identity.keys()
+                           if previous.get(k) != identity.get(k))
+        if differing:
             raise DataError(f'{out} holds a preparation with different {", ".join(differing)}; '
                             'use a new --out folder (or delete this one) to start over')
         return
@@ -142,13 +157,16 @@ def _shards_of(frames: Sequence[PlannedFrame], frames_per_shard: int
 # -- one shard ----------------------------------------------------------------------------
 
 def build_shard(results: Sequence[FrameResult], preset: TopicPreset,
-                teacher: TeacherSpec | None) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+                teacher: TeacherSpec | None, superpixels: int | None = None
+                ) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
     """Arrays and metadata of one shard from read frames (see :mod:`.prepared` for the
-    layout). Dropped frames appear only in the metadata, with their reason."""
+    layout). Dropped frames appear only in the metadata, with their reason.
+    ``superpixels`` (SLIC segments per image) adds ``pair_superpixel``."""
     camera_names = [c.name for c in preset.cameras]
     with_labels = preset.lidar.label_field is not None
     points, labels, point_offsets = [], [], [0]
     pair_point, pair_image, pair_uv, pair_label, pair_offsets = [], [], [], [], [0]
+    pair_superpixel: list[NDArray[np.int32]] = []
     image_frame: list[int] = []
     image_camera: list[int] = []
     image_t: list[int] = []
@@ -186,11 +204,14 @@ def build_shard(results: Sequence[FrameResult], preset: TopicPreset,
             pair_point.append(index.astype(np.int32))
             pair_image.append(np.full(len(index), image, dtype=np.int32))
             pair_uv.append(uv)
+            px = np.rint(uv).astype(np.int64)
             if camera.semantic is None:
                 pixel_labels = False
             else:
-                px = np.rint(uv).astype(np.int64)
                 pair_label.append(camera.semantic[px[:, 1], px[:, 0]].astype(np.uint16))
+            if superpixels is not None:
+                segments = slic_superpixels(camera.rgb, superpixels)
+                pair_superpixel.append(segments[px[:, 1], px[:, 0]])
         points.append(frame.scan.points)
         if with_labels:
             assert frame.scan.labels is not None
@@ -222,6 +243,8 @@ def build_shard(results: Sequence[FrameResult], preset: TopicPreset,
         arrays['labels'] = cat(labels, np.uint16)
     if pixel_labels and image_frame:
         arrays['pair_pixel_label'] = cat(pair_label, np.uint16)
+    if superpixels is not None:  # written even when empty: the manifest promises it
+        arrays['pair_superpixel'] = cat(pair_superpixel, np.int32)
     if teacher is not None:
         if len(grids) != len(image_frame):
             raise DataError(f'teacher {teacher.teacher_id} returned {len(grids)} grids for '
@@ -297,9 +320,10 @@ def _alive(pid: int) -> bool:
 # -- running ------------------------------------------------------------------------------
 
 def _process_shard(source: BagSource, frames: Sequence[PlannedFrame],
-                   teacher: TeacherSpec | None, out: Path, name: str) -> dict[str, Any]:
+                   teacher: TeacherSpec | None, out: Path, name: str,
+                   superpixels: int | None) -> dict[str, Any]:
     results = list(source.read(frames))
-    arrays, meta = build_shard(results, source.preset, teacher)
+    arrays, meta = build_shard(results, source.preset, teacher, superpixels)
     return write_shard(out, name, arrays, meta)
 
 
@@ -308,15 +332,17 @@ def _process_shard(source: BagSource, frames: Sequence[PlannedFrame],
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(sources: list[BagSource | None], factory: TeacherFactory | None) -> None:
+def _init_worker(sources: list[BagSource | None], factory: TeacherFactory | None,
+                 superpixels: int | None) -> None:
     _WORKER['sources'] = sources
     _WORKER['teacher'] = factory() if factory is not None else None
+    _WORKER['superpixels'] = superpixels
 
 
 def _worker_shard(source: int, frames: list[PlannedFrame], out: str, name: str
                   ) -> dict[str, Any]:
     return _process_shard(_WORKER['sources'][source], frames, _WORKER['teacher'], Path(out),
-                          name)
+                          name, _WORKER['superpixels'])
 
 
 def prepare_dataset(bags: Sequence[str | os.PathLike[str]], preset: TopicPreset,
@@ -360,7 +386,7 @@ def prepare_dataset(bags: Sequence[str | os.PathLike[str]], preset: TopicPreset,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SHARDS).mkdir(exist_ok=True)
     _check_plan(out_dir, _plan_identity(bag_paths, preset, teacher_info,
-                                        options.frames_per_shard))
+                                        options.frames_per_shard, options.superpixels))
     _remove_stale_temporaries(out_dir)
     shards = _shards_of(planned, options.frames_per_shard)
     names = [f'{k:06d}' for k in range(len(shards))]
@@ -374,32 +400,34 @@ def prepare_dataset(bags: Sequence[str | os.PathLike[str]], preset: TopicPreset,
         on_plan(sum(len(shards[k]) for k in todo),
                 sum(len(shards[k]) for k in mine if k not in todo))
     if options.workers > 1 and len(todo) > 1:
-        _run_pool(sources, teacher_factory, shards, names, todo, out_dir, options.workers,
-                  report, progress)
+        _run_pool(sources, teacher_factory, options.superpixels, shards, names, todo, out_dir,
+                  options.workers, report, progress)
     else:
         for k in todo:
             source = sources[shards[k][0].source]
             assert source is not None  # unreadable bags plan no frames
-            _process_shard(source, shards[k], teacher, out_dir, names[k])
+            _process_shard(source, shards[k], teacher, out_dir, names[k], options.superpixels)
             report.shards_written += 1
             if progress is not None:
                 progress(len(shards[k]))
         for source in sources:
             if source is not None:
                 source.close()
-    _finish(out_dir, names, bag_paths, sources, preset, teacher_info, report)
+    _finish(out_dir, names, bag_paths, sources, preset, teacher_info, options.superpixels,
+            report)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _run_pool(sources: list[BagSource | None], factory: TeacherFactory | None,
-              shards: list[list[PlannedFrame]], names: list[str], todo: list[int], out: Path,
-              workers: int, report: PrepareReport, progress: Callable[[int], None] | None
-              ) -> None:
+              superpixels: int | None, shards: list[list[PlannedFrame]], names: list[str],
+              todo: list[int], out: Path, workers: int, report: PrepareReport,
+              progress: Callable[[int], None] | None) -> None:
     # spawn, not fork: the parent may hold torch threads and open bag handles.
     context = multiprocessing.get_context('spawn')
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
-                             initializer=_init_worker, initargs=(sources, factory)) as pool:
+                             initializer=_init_worker,
+                             initargs=(sources, factory, superpixels)) as pool:
         futures = {pool.submit(_worker_shard, shards[k][0].source, shards[k], str(out),
                                names[k]): k for k in todo}
         for future in as_completed(futures):
@@ -410,7 +438,8 @@ def _run_pool(sources: list[BagSource | None], factory: TeacherFactory | None,
 
 
 def _finish(out: Path, names: list[str], bags: list[Path], sources: list[BagSource | None],
-            preset: TopicPreset, teacher: dict[str, Any] | None, report: PrepareReport) -> None:
+            preset: TopicPreset, teacher: dict[str, Any] | None, superpixels: int | None,
+            report: PrepareReport) -> None:
     """Count what is on disk and, when every shard exists, write the manifest."""
     metas = []
     for name in names:
@@ -431,6 +460,7 @@ def _finish(out: Path, names: list[str], bags: list[Path], sources: list[BagSour
         'cameras': [c.name for c in preset.cameras],
         'teacher': teacher,
         'labels': preset.lidar.label_field is not None,
+        'superpixels': superpixels,
         'counts': {'scans': report.scans, 'frames': report.frames_written,
                    'points': report.points, 'pairs': report.pairs, 'images': report.images,
                    'nan_points': report.nan_points, 'dropped': dict(sorted(report.dropped.items())),

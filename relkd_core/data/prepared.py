@@ -3,7 +3,8 @@
 Layout (written by :mod:`relkd_core.data.prepare`)::
 
     <root>/manifest.json        written last: the dataset is complete when it exists
-    <root>/plan.json            what the run was asked to do (bags, preset, teacher)
+    <root>/plan.json            what the run was asked to do (bags, preset, teacher,
+                                frames per shard, superpixels)
     <root>/shards/000000/       one folder per shard of consecutive scans, renamed into
         meta.json               place only when complete (frames, drop reasons, checksums)
         points.npy              P×4 float32 x, y, z (m, lidar frame), intensity [0, 1]
@@ -18,6 +19,8 @@ Layout (written by :mod:`relkd_core.data.prepare`)::
         pair_uv.npy             M×2 float32 pixel (u, v)
         pair_offsets.npy        F+1 int64: frame f owns pairs[o[f]:o[f+1]]
         pair_pixel_label.npy    M uint16 label of the pixel (when the bag has semantic images)
+        pair_superpixel.npy     M int32 SLIC superpixel of the pixel, 0..S-1 within its image
+                                (when prepared with superpixels: manifest ``superpixels``)
         features.npy            sum(Hg·Wg)×D float16 teacher grids, row-major per image
         feature_offsets.npy     I+1 int64
         feature_shape.npy       I×2 int32 (Hg, Wg)
@@ -54,7 +57,11 @@ class PreparedFrame:
 
     ``pair_camera`` indexes :attr:`PreparedDataset.cameras`; ``pair_features`` (M×D float32,
     unit length) are the teacher's features bilinearly sampled at ``pair_uv``, or None when
-    the dataset has no teacher features or they were not requested.
+    the dataset has no teacher features or they were not requested. ``pair_superpixel`` (M
+    int64) numbers the superpixels of this frame's returned pairs densely ``0..K-1``: two
+    pairs share an id exactly when their pixels lie in the same SLIC segment of the same
+    image (ids are not stable across epochs when pairs are subsampled); None when the
+    dataset was prepared without superpixels.
     """
 
     key: str
@@ -66,6 +73,7 @@ class PreparedFrame:
     pair_uv: NDArray[np.float32]
     pair_pixel_label: NDArray[np.uint16] | None
     pair_features: NDArray[np.float32] | None
+    pair_superpixel: NDArray[np.int64] | None = None
 
 
 class _Shard:
@@ -115,6 +123,8 @@ class PreparedDataset:
         self.teacher_id: str | None = teacher['id'] if teacher else None
         self.feature_dim: int = int(teacher['feature_dim']) if teacher else 0
         self.features = features and teacher is not None
+        superpixels = self.manifest.get('superpixels')  # absent from older manifests
+        self.superpixels: int | None = int(superpixels) if superpixels is not None else None
         self.pairs_per_frame = pairs_per_frame
         self.seed = seed
         self.epoch = 0
@@ -151,6 +161,8 @@ class PreparedDataset:
         pair_image = np.asarray(shard['pair_image'][pairs], dtype=np.int64)
         uv = np.asarray(shard['pair_uv'][pairs], dtype=np.float32)
         features = self._pair_features(shard, pair_image, uv) if self.features else None
+        superpixel = (_frame_superpixels(pair_image, shard['pair_superpixel'][pairs])
+                      if self.superpixels is not None else None)
         meta = shard.meta['frames'][f]
         return PreparedFrame(
             key=meta['key'], t_ns=int(meta['t_ns']),
@@ -161,7 +173,7 @@ class PreparedDataset:
             pair_uv=uv,
             pair_pixel_label=(np.array(shard['pair_pixel_label'][pairs])
                               if shard.has('pair_pixel_label') else None),
-            pair_features=features)
+            pair_features=features, pair_superpixel=superpixel)
 
     def _pair_features(self, shard: _Shard, pair_image: NDArray[np.int64],
                        uv: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -190,6 +202,14 @@ class PreparedDataset:
         o0, o1 = (int(v) for v in shard['feature_offsets'][image:image + 2])
         grid_h, grid_w = (int(v) for v in shard['feature_shape'][image])
         return np.array(shard['features'][o0:o1]).reshape(grid_h, grid_w, -1)
+
+
+def _frame_superpixels(pair_image: NDArray[np.int64], segment: NDArray[Any]
+                       ) -> NDArray[np.int64]:
+    """Dense ids 0..K-1 of the (image, segment) pairs: segment ids repeat across images."""
+    key = (pair_image << 32) | np.asarray(segment, dtype=np.int64)
+    _, dense = np.unique(key, return_inverse=True)
+    return dense.reshape(-1).astype(np.int64)
 
 
 def rank_indices(num_frames: int, rank: int, world_size: int, *, shuffle: bool = True,

@@ -61,6 +61,29 @@ def test_cli_prepare_missing_bag_is_failure(tmp_path: Path,
     assert 'does not exist' in capsys.readouterr().out
 
 
+def test_cli_prepare_superpixels_are_stored(tiny_bags: dict, tmp_path: Path) -> None:
+    out = tmp_path / 'prepared'
+    assert main(['--bag', str(tiny_bags[('kitti', 'sqlite3')]), '--preset', 'synth-kitti',
+                 '--superpixels', '40', '--out', str(out)]) == 0
+    dataset = PreparedDataset(out)
+    assert dataset.superpixels == 40
+    frame = dataset[0]
+    assert frame.pair_superpixel is not None
+    assert frame.pair_superpixel.shape == frame.pair_point.shape
+    # Two cameras of about 40 segments each, most hit by some lidar point.
+    assert 40 <= frame.pair_superpixel.max() + 1 <= 2 * 40 * 1.5
+
+
+@pytest.mark.parametrize('count', ['0', '-1', 'many'])
+def test_cli_prepare_bad_superpixels_argument(count: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--bag', 'x', '--preset', 'synth-kitti', '--out', str(tmp_path),
+              '--superpixels', count])
+    assert exit_info.value.code == 2
+    assert 'argument --superpixels' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('shard', ['2/2', 'a/b', '1'])
 def test_cli_prepare_bad_shard_argument(shard: str, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:

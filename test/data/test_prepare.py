@@ -56,6 +56,8 @@ def test_prepare_manifest_counts_and_checksums(tiny_bags: dict, tmp_path: Path) 
     assert manifest['counts']['pairs'] == report.pairs > 0
     assert manifest['cameras'] == ['camera_color_left', 'camera_color_right']
     assert manifest['teacher'] is None
+    assert manifest['superpixels'] is None
+    assert PreparedDataset(tmp_path)[0].pair_superpixel is None
     for shard in manifest['shards']:
         for name, digest in shard['checksums'].items():
             data = (tmp_path / 'shards' / shard['name'] / name).read_bytes()
@@ -154,6 +156,100 @@ def test_prepare_refuses_a_folder_prepared_differently(tiny_bags: dict, tmp_path
                                         r'use a new --out folder'):
         prepare_dataset([tiny_bags[('kitti', 'mcap')]], load_preset('synth-kitti'), tmp_path,
                         options=PrepareOptions(frames_per_shard=5))
+
+
+def _majority_agreement(segment: np.ndarray, label: np.ndarray) -> float:
+    """Share of pairs whose pixel label is the most common one of their segment."""
+    counts = np.zeros((segment.max() + 1, label.max() + 1), dtype=np.int64)
+    np.add.at(counts, (segment, label), 1)
+    return float(counts.max(axis=1).sum() / len(segment))
+
+
+def test_prepare_superpixels_group_pairs_of_one_object(tiny_bags: dict, tmp_path: Path) -> None:
+    report = prepare_dataset([tiny_bags[('nuscenes', 'mcap')]], load_preset('synth-nuscenes'),
+                             tmp_path, options=PrepareOptions(superpixels=150))
+    assert report.complete
+    dataset = PreparedDataset(tmp_path)
+    assert dataset.superpixels == 150
+    assert json.loads(_manifest(tmp_path))['superpixels'] == 150
+    rng = np.random.default_rng(0)
+    for i in range(len(dataset)):
+        frame = dataset[i]
+        segment, label = frame.pair_superpixel, frame.pair_pixel_label
+        assert segment is not None and label is not None
+        assert segment.dtype == np.int64 and segment.shape == frame.pair_point.shape
+        ids = np.unique(segment)
+        np.testing.assert_array_equal(ids, np.arange(len(ids)))
+        assert 400 < len(ids) <= 6 * 150 * 1.5  # 6 cameras, not all segments hit by points
+        # Superpixels follow the rendered objects: measured 0.94-0.95 per frame. Ids off by
+        # one pair measured 0.83, scrambled ones 0.32.
+        assert _majority_agreement(segment, label) >= 0.9
+        assert _majority_agreement(rng.permutation(segment), label) < 0.5
+        # A superpixel never spans two cameras.
+        assert all(len(np.unique(frame.pair_camera[segment == s])) == 1 for s in ids)
+
+
+def test_prepare_superpixels_stay_aligned_when_pairs_are_subsampled(tiny_bags: dict,
+                                                                    tmp_path: Path) -> None:
+    prepare_dataset([tiny_bags[('kitti', 'mcap')]], load_preset('synth-kitti'), tmp_path,
+                    options=PrepareOptions(superpixels=50))
+    full = PreparedDataset(tmp_path)[0]
+    part = PreparedDataset(tmp_path, pairs_per_frame=300, seed=1)[0]
+    assert full.pair_superpixel is not None and part.pair_superpixel is not None
+    # A point projects into one camera at most once: (camera, point) names a pair.
+    row = {pair: k for k, pair in enumerate(zip(full.pair_camera.tolist(),
+                                                full.pair_point.tolist(), strict=True))}
+    rows = np.array([row[pair] for pair in zip(part.pair_camera.tolist(),
+                                               part.pair_point.tolist(), strict=True)])
+    assert full.pair_pixel_label is not None
+    np.testing.assert_array_equal(full.pair_pixel_label[rows], part.pair_pixel_label)
+    # The same partition into superpixels, renumbered densely over the subset.
+    links = set(zip(part.pair_superpixel.tolist(), full.pair_superpixel[rows].tolist(),
+                    strict=True))
+    assert len(links) == len(np.unique(part.pair_superpixel)) == \
+        len(np.unique(full.pair_superpixel[rows]))
+    np.testing.assert_array_equal(np.unique(part.pair_superpixel),
+                                  np.arange(len(np.unique(part.pair_superpixel))))
+
+
+def test_prepare_superpixels_from_workers_match_a_single_process(tiny_bags: dict,
+                                                                 tmp_path: Path) -> None:
+    bag, preset = tiny_bags[('kitti', 'mcap')], load_preset('synth-kitti')
+    for name, workers in (('one', 1), ('pool', 2)):
+        prepare_dataset([bag], preset, tmp_path / name, options=PrepareOptions(
+            frames_per_shard=2, workers=workers, superpixels=50))
+    manifest = json.loads(_manifest(tmp_path / 'pool'))
+    assert all('pair_superpixel.npy' in shard['checksums'] for shard in manifest['shards'])
+    assert _manifest(tmp_path / 'pool') == _manifest(tmp_path / 'one')
+
+
+@pytest.mark.parametrize(('first', 'second'), [(None, 150), (150, None), (150, 100)])
+def test_prepare_refuses_to_resume_with_other_superpixels(tiny_bags: dict, tmp_path: Path,
+                                                          first: int | None,
+                                                          second: int | None) -> None:
+    bag, preset = tiny_bags[('kitti', 'mcap')], load_preset('synth-kitti')
+    prepare_dataset([bag], preset, tmp_path, options=PrepareOptions(superpixels=first))
+    with pytest.raises(DataError, match=r'holds a preparation with different superpixels; '
+                                        r'use a new --out folder'):
+        prepare_dataset([bag], preset, tmp_path, options=PrepareOptions(superpixels=second))
+
+
+def test_prepare_resumes_a_plan_written_before_superpixels_existed(tiny_bags: dict,
+                                                                   tmp_path: Path) -> None:
+    bag, preset = tiny_bags[('kitti', 'mcap')], load_preset('synth-kitti')
+    prepare_dataset([bag], preset, tmp_path)
+    plan = json.loads((tmp_path / 'plan.json').read_text())
+    del plan['superpixels']
+    (tmp_path / 'plan.json').write_text(json.dumps(plan))
+    assert prepare_dataset([bag], preset, tmp_path).shards_resumed == 1
+
+
+@pytest.mark.parametrize('superpixels', [0, -3, 2.5, True])
+def test_prepare_options_refuse_bad_superpixels(superpixels: object) -> None:
+    with pytest.raises(DataError, match=r'superpixels: expected a whole number of segments per '
+                                        rf'image of at least 1, or None for none; got '
+                                        rf'{superpixels!r}'):
+        PrepareOptions(superpixels=superpixels)  # type: ignore[arg-type]
 
 
 # Runs relkd-prepare in a child process that SIGKILLs itself halfway through writing the
