@@ -16,7 +16,7 @@ import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,9 @@ from relkd_core.data.prepare import PrepareOptions, PrepareReport, TeacherSpec, 
 from relkd_core.data.preset import load_preset
 from relkd_core.errors import ConfigError
 from relkd_core.types import CameraFrame
+
+if TYPE_CHECKING:
+    from relkd_core.teachers import Teacher
 
 TEACHERS = ('none', 'synthetic', 'openclip', 'precomputed')
 
@@ -70,10 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _camera_teacher_spec(name: Literal['synthetic', 'openclip', 'precomputed'],
                          config: Path | None) -> TeacherSpec:
-    """Build a teacher from relkd_core.teachers and adapt it to camera frames."""
-    from relkd_core.teachers import TeacherImage, build_teacher
+    """Build a teacher from relkd_core.teachers and adapt it to camera frames (picklable
+    through functools.partial, for the worker pool)."""
+    from relkd_core.teachers import build_teacher
 
-    teacher = build_teacher(name, config)
+    return teacher_spec(build_teacher(name, config))
+
+
+def teacher_spec(teacher: Teacher) -> TeacherSpec:
+    """Adapt a built teacher to what relkd-prepare stores: one feature grid per camera."""
+    from relkd_core.teachers import TeacherImage
 
     def featurize(cameras: Sequence[CameraFrame]) -> list[NDArray[np.floating]]:
         images = [TeacherImage(rgb=c.rgb, camera=c.name, t_ns=c.t_ns, semantic=c.semantic,

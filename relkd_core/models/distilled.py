@@ -1,0 +1,180 @@
+"""The distilled student (MinkUNet + projection head) and its one-file checkpoint.
+
+A checkpoint is a plain dict of tensors, numbers and strings, loadable with
+``torch.load(path, weights_only=True)`` (never unpickled code)::
+
+    format            'relkd-checkpoint/1'
+    student_config    JSON of the StudentConfig (the model is rebuilt from this, never from the
+                      config that happens to be current)
+    teacher_id        the teacher the head's output space belongs to; teacher_dim its width
+    state_dict        weights of DistilledStudent (backbone.* and head.*)
+    vocabulary        JSON {names, prompts, labels} of the stored text embeddings
+    text_embeddings   (C, teacher_dim) float32 unit rows, the teacher's text side for that
+                      vocabulary, so zero-shot labelling needs no teacher model
+    run_config        JSON of the whole resolved training config (provenance)
+    code_version      package version (+ git commit when run from a checkout)
+    step              optimisation steps done
+    training          optional: optimizer, scheduler, RNG and data position, for --resume;
+                      absent from the final ``student.pt``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from relkd_core.atomic import write_atomic
+from relkd_core.config import config_from_dict, config_to_dict
+from relkd_core.errors import CheckpointError, ConfigError
+from relkd_core.models.batch import VoxelBatch
+from relkd_core.models.config import StudentConfig
+from relkd_core.models.minkunet import build_student
+
+__all__ = [
+    'CHECKPOINT_FORMAT',
+    'DistilledStudent',
+    'StudentCheckpoint',
+    'code_version',
+    'load_checkpoint',
+    'save_checkpoint',
+]
+
+CHECKPOINT_FORMAT = 'relkd-checkpoint/1'
+
+
+class DistilledStudent(nn.Module):
+    """MinkUNet backbone and a linear head from its ``out_dim`` to the teacher's dimension.
+
+    ``forward(batch, points)`` gives the (unnormalised) teacher-space features of the input
+    points ``points`` ((M,) int64 rows of the concatenated scans; None: every point).
+    """
+
+    def __init__(self, config: StudentConfig, teacher_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        self.teacher_dim = teacher_dim
+        self.backbone = build_student(config)
+        self.head = nn.Linear(config.out_dim, teacher_dim)
+
+    def forward(self, batch: VoxelBatch, points: torch.Tensor | None = None) -> torch.Tensor:
+        features: torch.Tensor = self.backbone(batch)
+        if points is not None:
+            features = features[points]
+        result: torch.Tensor = self.head(features)
+        return result
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentCheckpoint:
+    """Everything a checkpoint holds (see the module doc); ``training`` is None in a final one."""
+
+    student_config: StudentConfig
+    teacher_id: str
+    teacher_dim: int
+    state_dict: dict[str, torch.Tensor]
+    vocabulary: dict[str, Any] | None = None
+    text_embeddings: torch.Tensor | None = None
+    run_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    code_version: str = ''
+    step: int = 0
+    training: dict[str, Any] | None = None
+
+    def build_model(self, device: torch.device | str = 'cpu') -> DistilledStudent:
+        """The model with these weights, in eval mode, on ``device``."""
+        model = DistilledStudent(self.student_config, self.teacher_dim)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as err:
+            raise CheckpointError(f'checkpoint weights do not fit the model its own config '
+                                  f'describes: {err}') from err
+        return model.to(device).eval()
+
+    def without_training_state(self) -> StudentCheckpoint:
+        return dataclasses.replace(self, training=None)
+
+
+def code_version() -> str:
+    """``relkd_ros <version>`` and, when running from a git checkout, ``+g<commit>``."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version('relkd_ros')
+    except metadata.PackageNotFoundError:
+        version = 'unknown'
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(['git', 'rev-parse', '--short=12', 'HEAD'], cwd=root,
+                                capture_output=True, text=True, timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return f'relkd_ros {version}'
+    return f'relkd_ros {version}+g{commit.strip()}'
+
+
+def save_checkpoint(path: str | os.PathLike[str], checkpoint: StudentCheckpoint) -> None:
+    """Write ``checkpoint`` to ``path`` atomically (a crash leaves the old file or the new)."""
+    payload: dict[str, Any] = {
+        'format': CHECKPOINT_FORMAT,
+        'student_config': json.dumps(config_to_dict(checkpoint.student_config)),
+        'teacher_id': checkpoint.teacher_id,
+        'teacher_dim': int(checkpoint.teacher_dim),
+        'state_dict': {k: v.detach().cpu() for k, v in checkpoint.state_dict.items()},
+        'vocabulary': json.dumps(checkpoint.vocabulary) if checkpoint.vocabulary else '',
+        'run_config': json.dumps(checkpoint.run_config),
+        'code_version': checkpoint.code_version,
+        'step': int(checkpoint.step),
+    }
+    if checkpoint.text_embeddings is not None:
+        payload['text_embeddings'] = checkpoint.text_embeddings.detach().float().cpu()
+    if checkpoint.training is not None:
+        payload['training'] = checkpoint.training
+    write_atomic(path, lambda stream: torch.save(payload, stream))
+
+
+_REQUIRED = ('student_config', 'teacher_id', 'teacher_dim', 'state_dict', 'step')
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = 'cpu'
+                    ) -> StudentCheckpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only``: no code runs).
+
+    Raises CheckpointError for a missing, truncated or foreign file, naming what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f'{path}: not a readable relkd checkpoint ({err})') from err
+    if not isinstance(payload, dict) or payload.get('format') != CHECKPOINT_FORMAT:
+        found = payload.get('format') if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f'{path}: expected format {CHECKPOINT_FORMAT!r}, got {found!r}; '
+                              'is this a relkd-train checkpoint?')
+    missing = [key for key in _REQUIRED if key not in payload]
+    if missing:
+        raise CheckpointError(f'{path}: checkpoint lacks {missing}')
+    try:
+        student_config = config_from_dict(StudentConfig, json.loads(payload['student_config']),
+                                          source=f'{path}:student_config')
+    except (ConfigError, json.JSONDecodeError) as err:
+        raise CheckpointError(f'{path}: stored student config is invalid: {err}') from err
+    vocabulary = json.loads(payload['vocabulary']) if payload.get('vocabulary') else None
+    return StudentCheckpoint(
+        student_config=student_config,
+        teacher_id=str(payload['teacher_id']),
+        teacher_dim=int(payload['teacher_dim']),
+        state_dict=payload['state_dict'],
+        vocabulary=vocabulary,
+        text_embeddings=payload.get('text_embeddings'),
+        run_config=json.loads(payload.get('run_config') or '{}'),
+        code_version=str(payload.get('code_version', '')),
+        step=int(payload['step']),
+        training=payload.get('training'),
+    )
