@@ -1,0 +1,98 @@
+"""The distilled student and its one-file checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from relkd_core.errors import CheckpointError
+from relkd_core.models import StudentConfig, voxelize_batch
+from relkd_core.models.distilled import (
+    DistilledStudent,
+    StudentCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+CONFIG = StudentConfig(variant='14', width_multiplier=0.125, out_dim=8, voxel_size_m=0.5,
+                       voxelization='cartesian')
+
+
+def _scan(seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.rand(300, 4, generator=generator)
+    points[:, :3] = points[:, :3] * 20 - 10
+    return points
+
+
+def _checkpoint(model: DistilledStudent, **extra: object) -> StudentCheckpoint:
+    return StudentCheckpoint(student_config=CONFIG, teacher_id='synthetic-abc', teacher_dim=12,
+                             state_dict=model.state_dict(),
+                             vocabulary={'names': ['car', 'road'], 'prompts': [['car'], ['road']],
+                                         'labels': [4, 11]},
+                             text_embeddings=torch.eye(2, 12), step=7,
+                             **extra)  # type: ignore[arg-type]
+
+
+def test_distilled_student_projects_selected_points_to_teacher_dim() -> None:
+    torch.manual_seed(0)
+    model = DistilledStudent(CONFIG, teacher_dim=12).eval()
+    batch = voxelize_batch([_scan()], CONFIG)
+    every = model(batch)
+    some = model(batch, torch.tensor([5, 0, 299]))
+    assert every.shape == (300, 12)
+    assert torch.allclose(some, every[[5, 0, 299]], atol=1e-6)
+
+
+def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DistilledStudent(CONFIG, teacher_dim=12).eval()
+    save_checkpoint(tmp_path / 'a.pt', _checkpoint(model, run_config={'steps': 7},
+                                                   training={'world_size': 1}))
+    loaded = load_checkpoint(tmp_path / 'a.pt')
+    assert loaded.student_config == CONFIG
+    assert loaded.teacher_id == 'synthetic-abc' and loaded.step == 7
+    assert loaded.vocabulary is not None and loaded.vocabulary['labels'] == [4, 11]
+    assert loaded.run_config == {'steps': 7} and loaded.training == {'world_size': 1}
+    assert loaded.text_embeddings is not None and torch.equal(loaded.text_embeddings,
+                                                              torch.eye(2, 12))
+    rebuilt = loaded.build_model()
+    batch = voxelize_batch([_scan(1)], CONFIG)
+    assert torch.equal(rebuilt(batch), model(batch))
+    assert not rebuilt.training
+
+
+@pytest.mark.parametrize(('write', 'message'), [
+    (lambda p: None, 'no such checkpoint'),
+    (lambda p: p.write_bytes(b'not a zip'), 'not a readable relkd checkpoint'),
+    (lambda p: torch.save({'format': 'other'}, p), "expected format 'relkd-checkpoint/1'"),
+    (lambda p: torch.save({'format': 'relkd-checkpoint/1'}, p), 'lacks'),
+])
+def test_load_checkpoint_rejects_bad_files(tmp_path: Path, write, message: str  # type: ignore[no-untyped-def]
+                                           ) -> None:
+    path = tmp_path / 'x.pt'
+    write(path)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_load_checkpoint_rejects_truncated_file(tmp_path: Path) -> None:
+    model = DistilledStudent(CONFIG, teacher_dim=12)
+    save_checkpoint(tmp_path / 'a.pt', _checkpoint(model))
+    data = (tmp_path / 'a.pt').read_bytes()
+    (tmp_path / 'a.pt').write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match='not a readable'):
+        load_checkpoint(tmp_path / 'a.pt')
+
+
+def test_checkpoint_weights_must_fit_their_config(tmp_path: Path) -> None:
+    model = DistilledStudent(CONFIG, teacher_dim=12)
+    checkpoint = _checkpoint(model)
+    state = dict(checkpoint.state_dict)
+    state['head.weight'] = torch.zeros(3, 3)
+    broken = StudentCheckpoint(student_config=CONFIG, teacher_id='t', teacher_dim=12,
+                               state_dict=state)
+    with pytest.raises(CheckpointError, match='do not fit'):
+        broken.build_model()
