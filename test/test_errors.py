@@ -11,14 +11,15 @@ from relkd_core.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    LossError,
     ModelError,
     RelkdError,
     SimError,
     TeacherError,
 )
 
-SUBCLASSES = [BagError, CalibrationError, CheckpointError, ConfigError, DataError, ModelError,
-              SimError, TeacherError]
+SUBCLASSES = [BagError, CalibrationError, CheckpointError, ConfigError, DataError, LossError,
+              ModelError, SimError, TeacherError]
 
 
 @pytest.mark.parametrize("error_type", SUBCLASSES)
