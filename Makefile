@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/bench_synth.py --out bench/results/synth.json
 	$(BIN)/python bench/bench_prepare.py --out bench/results/prepare.json
 	$(BIN)/python bench/bench_teacher.py --out bench/results/teacher.json
+	$(BIN)/python bench/bench_losses.py --out bench/results/losses.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build install log *.egg-info

@@ -60,7 +60,7 @@ class LossConfig:
     temperature: float = bounded(0.07, min=1e-4)
     superpixels: bool = False
     intra_weight: float = bounded(1.0, min=0.0)
-    block_size: int = bounded(1024, min=1)
+    block_size: int = bounded(256, min=1)
 
     def validate(self) -> None:
         if not self.weights:

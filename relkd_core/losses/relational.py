@@ -47,11 +47,12 @@ def relational_loss_dense(point_features: torch.Tensor, pixel_features: torch.Te
 
 
 def relational_loss(point_features: torch.Tensor, pixel_features: torch.Tensor, *,
-                    intra_weight: float = 1.0, block_size: int = 1024) -> LossOutput:
+                    intra_weight: float = 1.0, block_size: int = 256) -> LossOutput:
     """Relational loss ``L_cross + intra_weight · L_intra`` over N pairs of (N, D) features.
 
-    Rows are processed ``block_size`` at a time; peak extra memory is about
-    ``3 · block_size · N`` floats plus ``2 · N²`` bytes of signs. Equal to
+    Rows are processed ``block_size`` at a time; peak extra memory is about ``2 · N²`` bytes
+    of signs, ``5 · block_size · N`` floats of block temporaries and ``6 · N · D`` floats of
+    normalised copies and gradients (bench/bench_losses.py measures it). Equal to
     :func:`relational_loss_dense` (values and gradients) up to float rounding. Gradients flow
     to ``point_features`` only: the teacher is frozen, so ``pixel_features`` must not require
     grad (use the dense form to differentiate both).

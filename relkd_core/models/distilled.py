@@ -33,7 +33,7 @@ from torch import nn
 from relkd_core.atomic import write_atomic
 from relkd_core.config import config_from_dict, config_to_dict
 from relkd_core.errors import CheckpointError, ConfigError
-from relkd_core.models.batch import VoxelBatch
+from relkd_core.models.batch import VoxelBatch, voxelize_batch
 from relkd_core.models.config import StudentConfig
 from relkd_core.models.minkunet import build_student
 
@@ -44,6 +44,7 @@ __all__ = [
     'code_version',
     'load_checkpoint',
     'save_checkpoint',
+    'scan_features',
 ]
 
 CHECKPOINT_FORMAT = 'relkd-checkpoint/1'
@@ -69,6 +70,23 @@ class DistilledStudent(nn.Module):
             features = features[points]
         result: torch.Tensor = self.head(features)
         return result
+
+
+@torch.no_grad()
+def scan_features(model: DistilledStudent, scans: list[torch.Tensor], *,
+                  device: torch.device | str | None = None) -> list[torch.Tensor]:
+    """L2-normalised teacher-space features of every point of each scan, without gradients.
+
+    ``scans``: (N_i, 4) float32 ``x, y, z, intensity`` in the lidar frame (metres). Returns one
+    (N_i, teacher_dim) float32 tensor per scan, on ``device`` (default: the model's device).
+    The one path from scans to features shared by evaluation and the labeler.
+    """
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    if not scans:
+        return []
+    batch = voxelize_batch(scans, model.config, device=target)
+    features = nn.functional.normalize(model(batch).float(), dim=1)
+    return batch.split_points(features)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ from relkd_core.models.distilled import (
     StudentCheckpoint,
     load_checkpoint,
     save_checkpoint,
+    scan_features,
 )
 
 CONFIG = StudentConfig(variant='14', width_multiplier=0.125, out_dim=8, voxel_size_m=0.5,
@@ -44,6 +45,17 @@ def test_distilled_student_projects_selected_points_to_teacher_dim() -> None:
     some = model(batch, torch.tensor([5, 0, 299]))
     assert every.shape == (300, 12)
     assert torch.allclose(some, every[[5, 0, 299]], atol=1e-6)
+
+
+def test_scan_features_are_unit_rows_of_each_scan_in_order() -> None:
+    torch.manual_seed(0)
+    model = DistilledStudent(CONFIG, teacher_dim=12).eval()
+    first, empty, second = scan_features(model, [_scan(0), torch.zeros((0, 4)), _scan(1)])
+    assert first.shape == (300, 12) and empty.shape == (0, 12) and second.shape == (300, 12)
+    assert torch.allclose(first.norm(dim=1), torch.ones(300), atol=1e-5)
+    alone = model(voxelize_batch([_scan(1)], CONFIG))
+    assert torch.allclose(second, torch.nn.functional.normalize(alone, dim=1), atol=1e-5)
+    assert not second.requires_grad and scan_features(model, []) == []
 
 
 def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
