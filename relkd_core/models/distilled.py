@@ -74,18 +74,24 @@ class DistilledStudent(nn.Module):
 
 @torch.no_grad()
 def scan_features(model: DistilledStudent, scans: list[torch.Tensor], *,
-                  device: torch.device | str | None = None) -> list[torch.Tensor]:
-    """L2-normalised teacher-space features of every point of each scan, without gradients.
+                  device: torch.device | str | None = None, head: bool = True
+                  ) -> list[torch.Tensor]:
+    """Features of every point of each scan, without gradients.
 
     ``scans``: (N_i, 4) float32 ``x, y, z, intensity`` in the lidar frame (metres). Returns one
-    (N_i, teacher_dim) float32 tensor per scan, on ``device`` (default: the model's device).
-    The one path from scans to features shared by evaluation and the labeler.
+    float32 tensor per scan, on ``device`` (default: the model's device): with ``head``, the
+    L2-normalised (N_i, teacher_dim) teacher-space features; without, the backbone's own
+    (N_i, out_dim) features (what a linear probe reads). The one path from scans to features
+    shared by evaluation and the labeler.
     """
     target = torch.device(device) if device is not None else next(model.parameters()).device
     if not scans:
         return []
     batch = voxelize_batch(scans, model.config, device=target)
-    features = nn.functional.normalize(model(batch).float(), dim=1)
+    if head:
+        features = nn.functional.normalize(model(batch).float(), dim=1)
+    else:
+        features = model.backbone(batch).float()
     return batch.split_points(features)
 
 

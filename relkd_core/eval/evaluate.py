@@ -1,0 +1,384 @@
+"""Evaluate a distilled student on a prepared dataset: zero-shot, linear probe, fine-tune, gap.
+
+Every protocol scores points against the dataset's ground-truth lidar labels with the
+conventions of :mod:`relkd_core.metrics` (ignore label 0 skipped; classes absent from ground
+truth and prediction left out of the mean). Percentages in the returned metrics.
+
+- ``zero-shot``: each point gets ``vocabulary.labels[argmax_c cos(f, text_c)]`` from the
+  student's teacher-space features. Scored over all points and over the camera-visible points
+  (those with a point-pixel pair), where the 2D teacher's own zero-shot prediction (its
+  feature at the point's pixel, first camera that sees it) is scored alongside: the reference
+  the 3D student is measured against. The structural gap on those points is reported too.
+- ``linear-probe``: a linear classifier on the frozen backbone features, fit on the labelled
+  k% of the scans (:func:`~relkd_core.eval.fewshot.select_scans`).
+- ``finetune``: backbone + new classifier trained on those scans.
+  The labelled scans come from ``train_data`` (default: the evaluated dataset itself, in which
+  case they are left out of the evaluation).
+- ``gap``: linear CKA and mean |KKᵀ − QQᵀ| between student and teacher features on visible
+  points (sampling in :mod:`relkd_core.eval.gap`), with the zero-shot mIoU beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from relkd_core.data.prepared import PreparedDataset, PreparedFrame
+from relkd_core.errors import CheckpointError, ConfigError, DataError
+from relkd_core.eval.fewshot import (
+    FewShotConfig,
+    finetune,
+    labelled_points,
+    select_scans,
+    train_linear_probe,
+)
+from relkd_core.eval.gap import sample_rows, structural_gap
+from relkd_core.metrics import confusion_matrix, mean_iou, per_class_iou
+from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, load_checkpoint
+from relkd_core.models.distilled import scan_features as student_features
+from relkd_core.taxonomy import CLASS_NAMES, NUM_CLASSES
+from relkd_core.teachers.evaluate import predict_labels
+from relkd_core.teachers.vocabulary import Vocabulary
+
+__all__ = ['PROTOCOLS', 'BevSample', 'EvalConfig', 'EvalResult', 'Protocol', 'checkpoint_text',
+           'evaluate', 'evaluate_many', 'file_sha256']
+
+LOG = logging.getLogger(__name__)
+
+Protocol = Literal['zero-shot', 'linear-probe', 'finetune', 'gap']
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """What to evaluate and how.
+
+    Attributes:
+        protocol: one of :data:`PROTOCOLS`.
+        label_fraction: share of labelled scans for linear-probe and finetune (0.01 = 1%).
+        vocabulary: closed-set vocabulary for zero-shot (every entry needs a taxonomy label);
+            None: the checkpoint's own.
+        train_data: prepared dataset the labelled scans come from; None: the evaluated one.
+        max_gap_pairs: pairs sampled for the structural gap.
+        fewshot: optimisation of the few-shot protocols (its seed also picks the scans).
+        device: torch device of the student.
+    """
+
+    protocol: Protocol
+    label_fraction: float = 0.01
+    vocabulary: Vocabulary | None = None
+    train_data: Path | None = None
+    max_gap_pairs: int = 4096
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+    device: str = 'cpu'
+
+
+@dataclass(frozen=True)
+class BevSample:
+    """One evaluated scan for a bird's-eye view: (N, 2) xy metres, (N,) true and predicted
+    uint16 labels."""
+
+    key: str
+    xy_m: NDArray[np.float32]
+    true_labels: NDArray[np.uint16]
+    predicted_labels: NDArray[np.uint16]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """``metrics`` is JSON-safe (what metrics.json holds); ``confusion`` the (17, 17) confusion
+    matrix of the headline mIoU; ``teacher_confusion`` the teacher's on visible points."""
+
+    metrics: dict[str, Any]
+    confusion: NDArray[np.int64]
+    bev: BevSample | None
+    teacher_confusion: NDArray[np.int64] | None = None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_text(checkpoint: StudentCheckpoint, vocabulary: Vocabulary | None = None
+                    ) -> tuple[Vocabulary, NDArray[np.float32]]:
+    """The vocabulary and its (C, teacher_dim) unit text embeddings for ``checkpoint``.
+
+    The checkpoint's stored embeddings serve its own vocabulary (and ``None``); another
+    vocabulary is embedded by rebuilding the checkpoint's teacher from its run config (its
+    text side only is used), which must give the same teacher id.
+    """
+    stored = None
+    if checkpoint.vocabulary and checkpoint.text_embeddings is not None:
+        stored = Vocabulary(names=tuple(checkpoint.vocabulary['names']),
+                            prompts=tuple(tuple(p) for p in checkpoint.vocabulary['prompts']),
+                            labels=tuple(checkpoint.vocabulary['labels']))
+        if vocabulary is None or vocabulary == stored:
+            return stored, checkpoint.text_embeddings.float().numpy()
+    if vocabulary is None:
+        raise CheckpointError('the checkpoint stores no vocabulary; pass one')
+    from relkd_core.teachers import build_teacher
+
+    data = checkpoint.run_config.get('data', {})
+    name = data.get('teacher')
+    if not name:
+        raise CheckpointError('the checkpoint does not name its teacher (run_config.data.teacher),'
+                              ' so a new vocabulary cannot be embedded; use its own vocabulary')
+    teacher = build_teacher(name, data.get('teacher_config'))
+    if teacher.teacher_id != checkpoint.teacher_id:
+        raise CheckpointError(f'rebuilt teacher {teacher.teacher_id} differs from the '
+                              f'checkpoint\'s {checkpoint.teacher_id}; its text embeddings would '
+                              'not match the student\'s feature space')
+    return vocabulary, teacher.text_features(vocabulary)
+
+
+def _closed_set(vocabulary: Vocabulary) -> None:
+    unknown = [n for n, label in zip(vocabulary.names, vocabulary.labels, strict=True)
+               if label == 0]
+    if unknown:
+        raise ConfigError(f'closed-set evaluation needs every vocabulary entry to stand for a '
+                          f'taxonomy class; {unknown} do not (taxonomy names: '
+                          f'{list(CLASS_NAMES)}, or give a label: in a vocabulary YAML)')
+
+
+def _open_dataset(root: Path, *, labels: bool) -> PreparedDataset:
+    dataset = PreparedDataset(root, features=True)
+    if len(dataset) == 0:
+        raise DataError(f'{root}: the prepared dataset holds no frames')
+    if labels and dataset[0].labels is None:
+        raise DataError(f'{root}: the prepared dataset has no ground-truth labels; evaluation '
+                        'needs bags with a lidar label field')
+    return dataset
+
+
+def _check_teacher(checkpoint: StudentCheckpoint, dataset: PreparedDataset, *,
+                   required: bool) -> bool:
+    """Whether the dataset's teacher features are comparable with the student's."""
+    if dataset.teacher_id is None:
+        if required:
+            raise DataError(f'{dataset.root}: prepared without a teacher, but the gap needs '
+                            'teacher features; prepare with --teacher')
+        return False
+    if dataset.feature_dim != checkpoint.teacher_dim:
+        raise CheckpointError(
+            f'the checkpoint projects to {checkpoint.teacher_dim}-d ({checkpoint.teacher_id}) '
+            f'but {dataset.root} holds {dataset.feature_dim}-d features of {dataset.teacher_id};'
+            ' evaluate on data prepared with the checkpoint\'s teacher')
+    if dataset.teacher_id != checkpoint.teacher_id:
+        if required:
+            raise CheckpointError(f'the checkpoint was distilled from {checkpoint.teacher_id} '
+                                  f'but {dataset.root} holds features of {dataset.teacher_id}')
+        LOG.warning('teacher of %s (%s) differs from the checkpoint\'s (%s): no teacher column',
+                    dataset.root, dataset.teacher_id, checkpoint.teacher_id)
+        return False
+    return True
+
+
+def _percent(value: float) -> float | None:
+    return None if np.isnan(value) else round(100.0 * float(value), 2)
+
+
+def _scores(confusion: NDArray[np.int64]) -> dict[str, Any]:
+    return {'miou': _percent(mean_iou(confusion)),
+            'per_class_iou': {name: _percent(iou) for name, iou
+                              in zip(CLASS_NAMES, per_class_iou(confusion), strict=True)},
+            'num_points': int(confusion.sum())}
+
+
+def _labels(frame: PreparedFrame) -> NDArray[np.uint16]:
+    if frame.labels is None:
+        raise DataError(f'frame {frame.key} has no ground-truth labels')
+    return frame.labels
+
+
+def _visible(frame: PreparedFrame) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Camera-visible points and, for each, its first pair (row of the frame's pairs)."""
+    points, first = np.unique(frame.pair_point, return_index=True)
+    return points.astype(np.int64), first.astype(np.int64)
+
+
+class _Evaluator:
+    def __init__(self, checkpoint: StudentCheckpoint, model: DistilledStudent,
+                 config: EvalConfig, progress: Progress | None) -> None:
+        self.checkpoint, self.model, self.config = checkpoint, model, config
+        self.progress = progress
+
+    def _tick(self, what: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(what, done, total)
+
+    def features(self, points: NDArray[np.float32], *, head: bool = True) -> torch.Tensor:
+        return student_features(self.model, [torch.from_numpy(points)], head=head)[0].cpu()
+
+    def zero_shot(self, dataset: PreparedDataset, *, with_gap: bool) -> EvalResult:
+        if self.config.vocabulary is not None:
+            _closed_set(self.config.vocabulary)  # before embedding it: fail fast
+        vocabulary, text = checkpoint_text(self.checkpoint, self.config.vocabulary)
+        _closed_set(vocabulary)
+        teacher = _check_teacher(self.checkpoint, dataset, required=False)
+        size = NUM_CLASSES + 1
+        all_points = np.zeros((size, size), np.int64)
+        student_visible, teacher_visible = (np.zeros((size, size), np.int64) for _ in range(2))
+        pairs_k: list[NDArray[np.float32]] = []
+        pairs_q: list[NDArray[np.float32]] = []
+        bev = None
+        per_frame = max(2, -(-self.config.max_gap_pairs // len(dataset)))
+        for i in range(len(dataset)):
+            frame = dataset[i]
+            labels = _labels(frame)
+            feats = self.features(frame.points).numpy()
+            predicted = predict_labels(feats, text, vocabulary)
+            all_points += confusion_matrix(labels, predicted)
+            if bev is None:
+                bev = BevSample(frame.key, frame.points[:, :2].copy(), labels.copy(), predicted)
+            visible, first = _visible(frame)
+            student_visible += confusion_matrix(labels[visible], predicted[visible])
+            if teacher and frame.pair_features is not None and len(visible):
+                teacher_feats = frame.pair_features[first]
+                teacher_visible += confusion_matrix(
+                    labels[visible], predict_labels(teacher_feats, text, vocabulary))
+                if with_gap:
+                    rows = sample_rows(len(visible), per_frame, self.config.fewshot.seed + i)
+                    pairs_k.append(feats[visible[rows]])
+                    pairs_q.append(teacher_feats[rows])
+            self._tick('zero-shot', i + 1, len(dataset))
+        metrics: dict[str, Any] = {**_scores(all_points),
+                                   'vocabulary': list(vocabulary.names),
+                                   'visible': _scores(student_visible)}
+        if teacher:
+            teacher_scores = _scores(teacher_visible)
+            metrics['teacher_miou'] = teacher_scores['miou']
+            metrics['teacher_per_class_iou'] = teacher_scores['per_class_iou']
+        else:
+            metrics['teacher_miou'] = None
+        if pairs_k:
+            metrics['gap'] = self._gap(np.concatenate(pairs_k), np.concatenate(pairs_q))
+        return EvalResult(metrics, all_points, bev, teacher_visible if teacher else None)
+
+    def _gap(self, k: NDArray[np.float32], q: NDArray[np.float32]) -> dict[str, Any]:
+        gap = structural_gap(k, q, max_pairs=self.config.max_gap_pairs,
+                             seed=self.config.fewshot.seed)
+        return {'cka': round(gap.cka, 4), 'relational_gap': round(gap.relational_gap, 4),
+                'num_pairs': gap.num_pairs,
+                'sampling': (f'one pair per camera-visible point (first camera), up to '
+                             f'{self.config.max_gap_pairs} pairs drawn uniformly '
+                             f'without replacement (seed {self.config.fewshot.seed})')}
+
+    def gap(self, dataset: PreparedDataset) -> EvalResult:
+        _check_teacher(self.checkpoint, dataset, required=True)
+        result = self.zero_shot(dataset, with_gap=True)
+        if 'gap' not in result.metrics:
+            raise DataError(f'{dataset.root}: no camera-visible points with teacher features')
+        metrics = {**result.metrics, 'miou_protocol': 'zero-shot'}
+        return EvalResult(metrics, result.confusion, result.bev, result.teacher_confusion)
+
+    def few_shot(self, dataset: PreparedDataset, source: PreparedDataset, same: bool
+                 ) -> EvalResult:
+        cfg = self.config
+        chosen = select_scans(len(source), cfg.label_fraction, cfg.fewshot.seed)
+        labelled = [source[int(i)] for i in chosen]
+        held = set(chosen.tolist()) if same else set()
+        evaluated = [i for i in range(len(dataset)) if i not in held]
+        if not evaluated:
+            raise DataError(f'{dataset.root}: every scan is labelled, none left to evaluate; '
+                            'pass separate training data (--train-data)')
+        predict: Callable[[NDArray[np.float32]], NDArray[np.uint16]]
+        if cfg.protocol == 'linear-probe':
+            feats = [self.features(f.points, head=False) for f in labelled]
+            probe = train_linear_probe(*labelled_points(feats, [_labels(f) for f in labelled]),
+                                       cfg.fewshot)
+
+            def predict_probe(points: NDArray[np.float32]) -> NDArray[np.uint16]:
+                with torch.no_grad():
+                    logits = probe(self.features(points, head=False))
+                return (logits.argmax(dim=1) + 1).numpy().astype(np.uint16)
+
+            predict = predict_probe
+        else:
+            student = copy.deepcopy(self.model)
+            predict = finetune(student, [f.points for f in labelled],
+                               [_labels(f) for f in labelled],
+                               cfg.fewshot, on_step=lambda s, _: self._tick(
+                                   'finetune', s + 1, cfg.fewshot.finetune_steps))
+        size = NUM_CLASSES + 1
+        confusion = np.zeros((size, size), np.int64)
+        bev = None
+        for done, i in enumerate(evaluated):
+            frame = dataset[i]
+            labels = _labels(frame)
+            predicted = predict(frame.points)
+            confusion += confusion_matrix(labels, predicted)
+            if bev is None:
+                bev = BevSample(frame.key, frame.points[:, :2].copy(), labels.copy(), predicted)
+            self._tick(cfg.protocol, done + 1, len(evaluated))
+        metrics = {**_scores(confusion), 'label_fraction': cfg.label_fraction,
+                   'labelled_scans': [f.key for f in labelled],
+                   'labelled_from': str(source.root), 'evaluated_scans': len(evaluated),
+                   'fewshot': {'probe_epochs': cfg.fewshot.probe_epochs,
+                               'probe_lr': cfg.fewshot.probe_lr,
+                               'finetune_steps': cfg.fewshot.finetune_steps,
+                               'finetune_lr': cfg.fewshot.finetune_lr,
+                               'seed': cfg.fewshot.seed}}
+        return EvalResult(metrics, confusion, bev)
+
+
+def evaluate(checkpoint_path: str | os.PathLike[str], data: str | os.PathLike[str],
+             config: EvalConfig, progress: Progress | None = None) -> EvalResult:
+    """Run ``config.protocol`` for the checkpoint on the prepared dataset ``data``.
+
+    ``progress(what, done, total)`` is called as scans are processed. Raises CheckpointError
+    (unreadable checkpoint, teacher mismatch), DataError (empty or unlabelled data) or
+    ConfigError (bad protocol options, vocabulary entries without a taxonomy class).
+    """
+    if config.protocol not in PROTOCOLS:
+        raise ConfigError(f'unknown protocol {config.protocol!r}; expected one of '
+                          f'{list(PROTOCOLS)}')
+    if config.max_gap_pairs < 2:
+        raise ConfigError(f'max_gap_pairs must be at least 2, got {config.max_gap_pairs}')
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = checkpoint.build_model(config.device)
+    root = Path(data)
+    dataset = _open_dataset(root, labels=True)
+    evaluator = _Evaluator(checkpoint, model, config, progress)
+    if config.protocol == 'zero-shot':
+        result = evaluator.zero_shot(dataset, with_gap=True)
+    elif config.protocol == 'gap':
+        result = evaluator.gap(dataset)
+    else:
+        train_root = Path(config.train_data) if config.train_data is not None else root
+        same = train_root.resolve() == root.resolve()
+        source = dataset if same else _open_dataset(train_root, labels=True)
+        result = evaluator.few_shot(dataset, source, same)
+    manifest = dataset.manifest
+    header = {'protocol': config.protocol,
+              'data': {'path': str(root), 'frames': len(dataset),
+                       'preset': manifest.get('preset', {}).get('name')
+                       if isinstance(manifest.get('preset'), dict) else manifest.get('preset'),
+                       'teacher_id': dataset.teacher_id},
+              'checkpoint': {'path': str(checkpoint_path),
+                             'sha256': file_sha256(checkpoint_path),
+                             'teacher_id': checkpoint.teacher_id, 'step': checkpoint.step,
+                             'code_version': checkpoint.code_version,
+                             'losses': checkpoint.run_config.get('loss', {}).get('weights')}}
+    return EvalResult({**header, **result.metrics}, result.confusion, result.bev,
+                      result.teacher_confusion)
+
+
+def evaluate_many(checkpoints: Sequence[str | os.PathLike[str]], data: str | os.PathLike[str],
+                  config: EvalConfig, progress: Progress | None = None) -> list[EvalResult]:
+    """:func:`evaluate` for each checkpoint in turn (the runs of one comparison)."""
+    return [evaluate(path, data, config, progress) for path in checkpoints]
