@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 # Always pin torch: an unpinned resolve pulls the CUDA build and gigabytes of packages.
 TORCH := torch==2.13.0
 ROS_WHEELS := "ros-rclpy[fastrtps]" ros-sensor-msgs ros-std-msgs ros-geometry-msgs \
-	ros-visualization-msgs
+	ros-visualization-msgs ros-diagnostic-msgs
 DEMO_OUT ?= demo_out
 DEMO_FRAMES ?= 10
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench reproduce clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ bench: install
 	$(BIN)/python bench/bench_prepare.py --out bench/results/prepare.json
 	$(BIN)/python bench/bench_teacher.py --out bench/results/teacher.json
 	$(BIN)/python bench/bench_losses.py --out bench/results/losses.json
+
+# The paper's comparison on the synthetic world (about an hour on 2 CPU cores; a benchmark,
+# not a test). Reuses whatever is already under bench/results/paper.
+reproduce: install
+	$(BIN)/relkd-bench paper --seeds 3 --out bench/results/paper
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build install log *.egg-info

@@ -63,6 +63,14 @@ setup(
             'relkd-synth = relkd_core.cli.synth:main',
             'relkd-prepare = relkd_core.cli.prepare:main',
             'relkd-train = relkd_core.cli.train:main',
+            'relkd-eval = relkd_core.cli.eval:main',
+            'relkd-bench = relkd_core.cli.bench:main',
+            'relkd-label = relkd_core.cli.label:main',
+            # The ROS 2 shell: `ros2 run relkd_ros segment_node` after colcon, `relkd-segment`
+            # after pip; both need rclpy.
+            'segment_node = relkd_ros.segment_node:main',
+            'relkd-segment = relkd_ros.segment_node:main',
+            'relkd-play = relkd_ros.play:main',
         ],
     },
 )

@@ -1,0 +1,325 @@
+"""Open-vocabulary labels for lidar scans: the distilled student against text embeddings.
+
+A :class:`Labeler` holds a student and the text embeddings of one vocabulary. Each point gets
+the vocabulary entry whose embedding is most similar (cosine) to the point's teacher-space
+feature: ``labels`` index the vocabulary entries (0..C-1, uint16) and ``scores`` are those
+similarities. Points that are not labelled (non-finite, outside the range limits, or scoring
+below ``score_threshold``) get :data:`UNLABELED`.
+
+Text embeddings come from the checkpoint when possible: every entry whose prompts the
+checkpoint stored is reused as is, so the labeler needs no teacher model for the vocabulary it
+was trained with (or any subset of it). Entries with new prompts need the teacher's text side,
+built on first use only: by default the teacher named in the checkpoint's run config, checked to
+be the very teacher the student was distilled from (same teacher id).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from relkd_core.errors import CheckpointError, ConfigError, DataError, RelkdError
+from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint, scan_features
+from relkd_core.teachers.vocabulary import Vocabulary
+
+__all__ = ['UNLABELED', 'LabelResult', 'Labeler', 'TextEncoder', 'VocabularyEmbedding',
+           'teacher_text_encoder']
+
+_LOG = logging.getLogger(__name__)
+
+#: Label of a point that got no vocabulary entry (uint16 maximum, never a valid entry index).
+UNLABELED: Final = 0xFFFF
+
+
+class TextEncoder(Protocol):
+    """The text side of a teacher: ``text_features(vocabulary)`` gives (C, D) float32 unit rows,
+    and ``teacher_id`` names the teacher (it must equal the checkpoint's)."""
+
+    teacher_id: str
+
+    def text_features(self, vocabulary: Vocabulary) -> NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class VocabularyEmbedding:
+    """A vocabulary and its text embeddings: ``embeddings`` is (C, D) float32, unit rows, on
+    the labeler's device, one row per vocabulary entry."""
+
+    vocabulary: Vocabulary
+    embeddings: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """Per-point output of :meth:`Labeler.label` for a scan of N points.
+
+    ``labels``: (N,) uint16 vocabulary entry index, or :data:`UNLABELED`.
+    ``scores``: (N,) float32 cosine similarity of the point to its best entry (NaN for points
+    not fed to the model: non-finite or outside the range limits).
+    ``features``: (N, D) float32 unit teacher-space features (NaN rows for points not fed to the
+    model), or None when not asked for.
+    """
+
+    labels: NDArray[np.uint16]
+    scores: NDArray[np.float32]
+    features: NDArray[np.float32] | None = None
+
+
+def teacher_text_encoder(checkpoint: StudentCheckpoint) -> TextEncoder:
+    """The text side of the teacher named in ``checkpoint``'s run config (``data.teacher`` and
+    ``data.teacher_config``), checked to have the checkpoint's teacher id.
+
+    Raises CheckpointError when the run config names no teacher, the teacher cannot be built
+    here, or it is not the teacher the student was distilled from.
+    """
+    from relkd_core.teachers import build_teacher
+
+    data = checkpoint.run_config.get('data') if isinstance(checkpoint.run_config, dict) else None
+    name = data.get('teacher') if isinstance(data, dict) else None
+    if not name:
+        raise CheckpointError(
+            f'the checkpoint (teacher {checkpoint.teacher_id}) names no teacher in its run config '
+            '(data.teacher), so new text cannot be embedded; pass a text encoder or use names '
+            'from its stored vocabulary')
+    config_path = data.get('teacher_config') if isinstance(data, dict) else None
+    if config_path and not os.path.isfile(config_path):
+        raise CheckpointError(
+            f'the checkpoint\'s teacher config {config_path} is not on this machine; copy it '
+            'there, or pass a text encoder built from it')
+    try:
+        teacher = build_teacher(name, config_path or None)
+    except RelkdError as err:
+        raise CheckpointError(f'cannot build the checkpoint\'s teacher {name!r} to embed new '
+                              f'text: {err}') from err
+    if teacher.teacher_id != checkpoint.teacher_id:
+        raise CheckpointError(
+            f'the {name!r} teacher built here has id {teacher.teacher_id}, but the student was '
+            f'distilled from {checkpoint.teacher_id}; its text embeddings would not match the '
+            'student (different weights, config or library version)')
+    return teacher
+
+
+def _as_vocabulary(vocabulary: Vocabulary | Sequence[str]) -> Vocabulary:
+    if isinstance(vocabulary, Vocabulary):
+        return vocabulary
+    try:
+        return Vocabulary.from_names(vocabulary)
+    except RelkdError as err:
+        raise ConfigError(f'vocabulary: {err}') from err
+
+
+def _stored_vocabulary(checkpoint: StudentCheckpoint) -> Vocabulary | None:
+    stored = checkpoint.vocabulary
+    if not stored:
+        return None
+    try:
+        return Vocabulary(names=tuple(stored['names']),
+                          prompts=tuple(tuple(p) for p in stored['prompts']),
+                          labels=tuple(int(label) for label in stored['labels']))
+    except (KeyError, TypeError, ValueError, RelkdError) as err:
+        raise CheckpointError(f'the checkpoint\'s stored vocabulary is malformed: {err}') from err
+
+
+class Labeler:
+    """Labels every point of a scan with an entry of an open vocabulary.
+
+    Args:
+        checkpoint: a student checkpoint (object or path to a ``relkd-train`` file).
+        vocabulary: entries to label with: a :class:`Vocabulary` or a list of names (see
+            :meth:`Vocabulary.from_names`); None: the checkpoint's stored vocabulary (or the
+            default 16 classes when it stored none).
+        device: torch device of the student and the embeddings.
+        text_encoder: embeds text the checkpoint did not store: an encoder, a zero-argument
+            factory called on first need, or None for :func:`teacher_text_encoder`.
+        score_threshold: points whose best cosine similarity is below it are :data:`UNLABELED`.
+        min_range_m, max_range_m: points nearer or farther (Euclidean, sensor frame) are not fed
+            to the model and are :data:`UNLABELED`.
+        max_points: a scan with more valid points raises DataError (bounds memory and latency).
+
+    :meth:`label` may run in one thread while :meth:`set_vocabulary` is called in another: a
+    scan is labelled with the vocabulary current when it started.
+    """
+
+    def __init__(self, checkpoint: StudentCheckpoint | str | os.PathLike[str],
+                 vocabulary: Vocabulary | Sequence[str] | None = None,
+                 device: str | torch.device = 'cpu', *,
+                 text_encoder: TextEncoder | Callable[[], TextEncoder] | None = None,
+                 score_threshold: float = -1.0, min_range_m: float = 0.0,
+                 max_range_m: float = math.inf, max_points: int | None = None) -> None:
+        if not isinstance(checkpoint, StudentCheckpoint):
+            checkpoint = load_checkpoint(checkpoint)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as err:
+            raise ConfigError(f'device: {device!r} is not a torch device (e.g. cpu, cuda:0)'
+                              ) from err
+        self.checkpoint = checkpoint
+        self.configure(score_threshold=score_threshold, min_range_m=min_range_m,
+                       max_range_m=max_range_m, max_points=max_points)
+        self._encoder_source = text_encoder
+        self._encoder: TextEncoder | None = None
+        self._encoder_lock = threading.Lock()
+        self._stored: dict[tuple[str, ...], torch.Tensor] = {}
+        stored_vocabulary = _stored_vocabulary(checkpoint)
+        if stored_vocabulary is not None and checkpoint.text_embeddings is not None:
+            rows = checkpoint.text_embeddings.float()
+            if tuple(rows.shape) != (len(stored_vocabulary), checkpoint.teacher_dim):
+                raise CheckpointError(
+                    f'the checkpoint stores {tuple(rows.shape)} text embeddings for '
+                    f'{len(stored_vocabulary)} vocabulary entries of dimension '
+                    f'{checkpoint.teacher_dim}')
+            for prompts, row in zip(stored_vocabulary.prompts, rows, strict=True):
+                self._stored[prompts] = row
+        self.model = checkpoint.build_model(self.device)
+        default = stored_vocabulary if stored_vocabulary is not None else Vocabulary.default()
+        self._table = self.embed(default if vocabulary is None else vocabulary)
+
+    def configure(self, *, score_threshold: float, min_range_m: float, max_range_m: float,
+                  max_points: int | None) -> None:
+        """Set the labelling limits (see the class doc); raises ConfigError when out of range."""
+        if not -1.0 <= score_threshold <= 1.0:
+            raise ConfigError(f'score_threshold: expected a cosine similarity in [-1, 1], got '
+                              f'{score_threshold}')
+        if not 0.0 <= min_range_m < max_range_m:
+            raise ConfigError(f'min_range_m, max_range_m: expected 0 <= min < max, got '
+                              f'{min_range_m} and {max_range_m}')
+        if max_points is not None and max_points < 1:
+            raise ConfigError(f'max_points: expected at least 1 (or None), got {max_points}')
+        self.score_threshold = float(score_threshold)
+        self.min_range_m, self.max_range_m = float(min_range_m), float(max_range_m)
+        self.max_points = max_points
+
+    # --- vocabulary -------------------------------------------------------------------------
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The vocabulary that scans are labelled with now."""
+        return self._table.vocabulary
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """(C, D) float32 text embeddings of :attr:`vocabulary`."""
+        return self._table.embeddings
+
+    def embed(self, vocabulary: Vocabulary | Sequence[str]) -> VocabularyEmbedding:
+        """Text embeddings of ``vocabulary`` without switching to it (stored rows where the
+        checkpoint has the entry's prompts, the text encoder for the rest).
+
+        Raises ConfigError for an invalid vocabulary and CheckpointError when new text needs an
+        encoder that cannot be had.
+        """
+        vocabulary = _as_vocabulary(vocabulary)
+        missing = [i for i, prompts in enumerate(vocabulary.prompts)
+                   if prompts not in self._stored]
+        rows: dict[int, torch.Tensor] = {}
+        if missing:
+            subset = Vocabulary(names=tuple(vocabulary.names[i] for i in missing),
+                                prompts=tuple(vocabulary.prompts[i] for i in missing),
+                                labels=tuple(vocabulary.labels[i] for i in missing))
+            encoded = self._encode(subset)
+            rows = dict(zip(missing, encoded, strict=True))
+        embeddings = torch.stack([rows[i] if i in rows else self._stored[prompts]
+                                  for i, prompts in enumerate(vocabulary.prompts)])
+        return VocabularyEmbedding(vocabulary, embeddings.to(self.device))
+
+    def set_vocabulary(self, vocabulary: Vocabulary | Sequence[str] | VocabularyEmbedding
+                       ) -> None:
+        """Label the next scans with ``vocabulary`` (embedded first unless already)."""
+        table = vocabulary if isinstance(vocabulary, VocabularyEmbedding) else self.embed(
+            vocabulary)
+        self._table = table
+
+    def _encode(self, vocabulary: Vocabulary) -> torch.Tensor:
+        names = list(vocabulary.names)
+        with self._encoder_lock:
+            encoder = self._encoder or self._build_encoder(names)
+            self._encoder = encoder
+            if encoder.teacher_id != self.checkpoint.teacher_id:
+                raise CheckpointError(
+                    f'text encoder {encoder.teacher_id} is not the teacher the student was '
+                    f'distilled from ({self.checkpoint.teacher_id})')
+            features = np.asarray(encoder.text_features(vocabulary), dtype=np.float32)
+        expected = (len(vocabulary), self.checkpoint.teacher_dim)
+        if features.shape != expected:
+            raise CheckpointError(f'text encoder {encoder.teacher_id} gave embeddings of shape '
+                                  f'{features.shape}, expected {expected}')
+        _LOG.info('embedded %d new vocabulary entries with %s', len(names), encoder.teacher_id)
+        return torch.nn.functional.normalize(torch.from_numpy(features), dim=1)
+
+    def _build_encoder(self, names: list[str]) -> TextEncoder:
+        source = self._encoder_source
+        try:
+            if source is None:
+                return teacher_text_encoder(self.checkpoint)
+            if hasattr(source, 'text_features'):
+                return source  # type: ignore[return-value]
+            return source()
+        except CheckpointError as err:
+            raise CheckpointError(
+                f'vocabulary entries {names} are not stored in the checkpoint and need a text '
+                f'encoder: {err}. Stored entries: {self._stored_names()}') from err
+
+    def _stored_names(self) -> list[str]:
+        stored = self.checkpoint.vocabulary or {}
+        return list(stored.get('names', []))
+
+    # --- labelling --------------------------------------------------------------------------
+
+    def label(self, points: NDArray[Any], *, with_features: bool = False,
+              embedding: VocabularyEmbedding | None = None) -> LabelResult:
+        """Labels of one scan.
+
+        ``points``: (N, 4) ``x, y, z, intensity`` or (N, 3) ``x, y, z`` (intensity 0), metres in
+        the sensor frame, any real dtype (cast to float32). ``embedding``: label with this
+        vocabulary (from :meth:`embed`) instead of the current one. Raises DataError for another
+        shape or dtype, and for more than ``max_points`` valid points.
+        """
+        table = self._table if embedding is None else embedding
+        scan = self._validated(points)
+        count = len(scan)
+        labels = np.full(count, UNLABELED, dtype=np.uint16)
+        scores = np.full(count, np.nan, dtype=np.float32)
+        dim = self.checkpoint.teacher_dim
+        features = np.full((count, dim), np.nan, dtype=np.float32) if with_features else None
+        valid = np.isfinite(scan).all(axis=1)
+        with np.errstate(invalid='ignore'):
+            distance = np.linalg.norm(scan[:, :3], axis=1)
+        valid &= (distance >= self.min_range_m) & (distance <= self.max_range_m)
+        num_valid = int(valid.sum())
+        if self.max_points is not None and num_valid > self.max_points:
+            raise DataError(f'scan has {num_valid} valid points, more than max_points '
+                            f'{self.max_points}; raise max_points or lower max_range_m')
+        if num_valid == 0:
+            return LabelResult(labels, scores, features)
+        selected = torch.from_numpy(np.ascontiguousarray(scan[valid]))
+        (point_features,) = scan_features(self.model, [selected], device=self.device)
+        similarity = point_features @ table.embeddings.T
+        best_score, best = similarity.max(dim=1)
+        best_score_np = best_score.cpu().numpy().astype(np.float32)
+        best_np = best.cpu().numpy().astype(np.uint16)
+        best_np[best_score_np < self.score_threshold] = UNLABELED
+        labels[valid] = best_np
+        scores[valid] = best_score_np
+        if features is not None:
+            features[valid] = point_features.cpu().numpy()
+        return LabelResult(labels, scores, features)
+
+    def _validated(self, points: NDArray[Any]) -> NDArray[np.float32]:
+        array = np.asarray(points)
+        if array.ndim != 2 or array.shape[1] not in (3, 4):
+            raise DataError(f'points must be (N, 4) x, y, z, intensity or (N, 3) x, y, z, got '
+                            f'shape {array.shape}')
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise DataError(f'points must be real numbers, got dtype {array.dtype}')
+        scan = np.zeros((len(array), 4), dtype=np.float32)
+        scan[:, : array.shape[1]] = array
+        return scan

@@ -1,0 +1,190 @@
+"""The segment node's parameters: one catalogue, the :class:`SegmentParams` dataclass.
+
+Each field is a ROS parameter of the same name; its metadata holds the description and range
+that go into the ``ParameterDescriptor``, and whether it may change while the node runs
+(``dynamic``). :func:`params_from_values` maps parameter values into the validated dataclass,
+so a bad value fails with the parameter named, at start-up or when set at run time.
+
+This module imports no ROS package at import time: the launch drift test and the docs read
+the catalogue without rclpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from relkd_core.config import config_from_dict
+from relkd_core.geometry.se3 import make_transform, quaternion_to_matrix
+
+__all__ = ['RELIABILITIES', 'SegmentParams', 'default_value', 'parameter_descriptor',
+           'parameter_names', 'params_from_values', 'parse_static_transform']
+
+
+def _param(default: Any, description: str, *, min: float | None = None,
+           max: float | None = None, dynamic: bool = False) -> Any:
+    metadata: dict[str, Any] = {'description': description, 'dynamic': dynamic}
+    if min is not None:
+        metadata['min'] = min
+    if max is not None:
+        metadata['max'] = max
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+#: Values of the ``*_reliability`` parameters.
+RELIABILITIES = ('reliable', 'best_effort')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SegmentParams:
+    """Parameters of ``segment_node`` (names are the ROS parameter names)."""
+
+    checkpoint: str = _param('', 'student checkpoint file written by relkd-train (required)')
+    device: str = _param('cpu', 'torch device of the student, e.g. cpu or cuda:0')
+    vocabulary: tuple[str, ...] = _param(
+        (), 'class names or free text to label with; empty: vocabulary_file, else the '
+        "checkpoint's own vocabulary. Changing it re-embeds the text", dynamic=True)
+    vocabulary_file: str = _param(
+        '', 'vocabulary YAML (config/vocabularies layout), used when vocabulary is empty',
+        dynamic=True)
+    score_threshold: float = _param(
+        -1.0, 'points whose cosine similarity to their best entry is below this are '
+        'unlabeled (label 65535)', min=-1.0, max=1.0, dynamic=True)
+    min_range_m: float = _param(0.0, 'points nearer than this (metres) are not labelled',
+                                min=0.0, dynamic=True)
+    max_range_m: float = _param(200.0, 'points farther than this (metres) are not labelled',
+                                min=0.0, dynamic=True)
+    max_points: int = _param(400_000, 'a cloud with more valid points is dropped (bounds '
+                             'latency and memory)', min=1, dynamic=True)
+    intensity_field: str = _param('intensity', 'PointCloud2 field read as intensity (absent: 0)',
+                                  dynamic=True)
+    intensity_scale: float = _param(1.0, 'factor mapping intensity_field into the range the '
+                                    'student was trained on (e.g. 1/255)', min=0.0, dynamic=True)
+    points_topic: str = _param('points', 'input sensor_msgs/PointCloud2 topic')
+    labeled_topic: str = _param('labeled_points', 'output labeled PointCloud2 topic')
+    legend_topic: str = _param('legend', 'output visualization_msgs/MarkerArray legend topic')
+    image_topics: tuple[str, ...] = _param(
+        (), 'camera image topics for overlays; a topic ending in /compressed is read as '
+        'sensor_msgs/CompressedImage')
+    camera_info_topics: tuple[str, ...] = _param(
+        (), 'sensor_msgs/CameraInfo topic of each image topic, in the same order')
+    overlay_suffix: str = _param('overlay', 'overlay of image topic T is published on T/<suffix> '
+                                 '(a trailing /compressed is dropped first)')
+    static_transforms: tuple[str, ...] = _param(
+        (), "extra static transforms, each 'parent child x y z qx qy qz qw' (metres, unit "
+        'quaternion), added to what /tf_static gives (needed where tf2_msgs is not installed)')
+    sync_slop_s: float = _param(0.05, 'largest |image stamp - scan stamp| (seconds) for an '
+                                'overlay', min=0.0, max=10.0, dynamic=True)
+    overlay_point_radius_px: int = _param(1, 'half-size of the square drawn per point',
+                                          min=0, max=20, dynamic=True)
+    input_reliability: str = _param(
+        'reliable', 'QoS reliability of the input subscriptions: reliable (gets every large '
+        'cloud between processes; matches reliable publishers only) or best_effort (matches '
+        'every publisher; use the shipped Fast DDS profile on both sides for large clouds)')
+    input_depth: int = _param(5, 'QoS history depth of the input subscriptions', min=1,
+                              max=1000)
+    output_reliability: str = _param('reliable', 'QoS reliability of the outputs')
+    output_depth: int = _param(5, 'QoS history depth of the outputs', min=1, max=1000)
+    queue_size: int = _param(1, 'scans waiting for the model; when full the oldest is '
+                             'dropped (1: always the newest scan)', min=1, max=100)
+    publish_overlay: bool = _param(True, 'publish an overlay image per synced camera',
+                                   dynamic=True)
+    publish_legend: bool = _param(True, 'publish the legend MarkerArray', dynamic=True)
+    diagnostics_period_s: float = _param(1.0, 'period of /diagnostics (0: never)', min=0.0,
+                                         max=60.0)
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise ValueError('checkpoint: give the student checkpoint file (relkd-train output)')
+        if self.min_range_m >= self.max_range_m:
+            raise ValueError(f'min_range_m ({self.min_range_m}) must be below max_range_m '
+                             f'({self.max_range_m})')
+        if len(self.image_topics) != len(self.camera_info_topics):
+            raise ValueError(f'image_topics ({len(self.image_topics)}) and camera_info_topics '
+                             f'({len(self.camera_info_topics)}) need one entry each per camera')
+        for key in ('input_reliability', 'output_reliability'):
+            if getattr(self, key) not in RELIABILITIES:
+                raise ValueError(f'{key}: expected one of {list(RELIABILITIES)}, got '
+                                 f'{getattr(self, key)!r}')
+        self.transforms()
+        if any(not name.strip() for name in self.vocabulary):
+            raise ValueError('vocabulary: a name is empty')
+
+
+    def transforms(self) -> list[tuple[str, str, NDArray[np.float64]]]:
+        """``(parent, child, T_parent_child)`` of each ``static_transforms`` entry."""
+        return [parse_static_transform(text) for text in self.static_transforms]
+
+
+def parse_static_transform(text: str) -> tuple[str, str, NDArray[np.float64]]:
+    """``'parent child x y z qx qy qz qw'`` → ``(parent, child, T_parent_child)``; ValueError
+    naming the entry when malformed."""
+    parts = text.split()
+    if len(parts) != 9:
+        raise ValueError(f'static_transforms: {text!r} needs 9 items: parent child x y z qx qy '
+                         f'qz qw, got {len(parts)}')
+    try:
+        numbers = np.asarray([float(v) for v in parts[2:]], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f'static_transforms: {text!r}: x y z qx qy qz qw must be numbers'
+                         ) from None
+    norm = float(np.linalg.norm(numbers[3:]))
+    if not np.isfinite(numbers).all() or abs(norm - 1.0) > 1e-3:
+        raise ValueError(f'static_transforms: {text!r}: expected finite numbers and a unit '
+                         f'quaternion, got quaternion norm {norm:.4f}')
+    return parts[0], parts[1], make_transform(quaternion_to_matrix(numbers[3:]), numbers[:3])
+
+
+def parameter_names() -> tuple[str, ...]:
+    """Every parameter name, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(SegmentParams))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == 'array':
+        return [_plain(v) for v in value]
+    return value
+
+
+def params_from_values(values: Mapping[str, Any]) -> SegmentParams:
+    """:class:`SegmentParams` from parameter values (missing ones take their defaults).
+
+    Raises ConfigError naming the parameter for an unknown name, a wrong type or a value out of
+    range.
+    """
+    data = {name: _plain(value) for name, value in values.items()}
+    return config_from_dict(SegmentParams, data, source='segment_node parameters')
+
+
+def parameter_descriptor(name: str) -> Any:
+    """The ``rcl_interfaces/ParameterDescriptor`` of one parameter (needs rcl_interfaces)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    field = {f.name: f for f in dataclasses.fields(SegmentParams)}[name]
+    metadata = field.metadata
+    descriptor = ParameterDescriptor(name=name, description=metadata['description'],
+                                     read_only=not metadata['dynamic'])
+    if isinstance(field.default, tuple):
+        # An empty list has no ROS type of its own; the values are checked by the dataclass.
+        descriptor.dynamic_typing = True
+    low, high = metadata.get('min'), metadata.get('max')
+    if low is not None and high is not None:
+        if isinstance(field.default, int) and not isinstance(field.default, bool):
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high),
+                                                     step=0)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(low), to_value=float(high), step=0.0)]
+    elif low is not None:
+        descriptor.additional_constraints = f'>= {low}'
+    return descriptor
+
+
+def default_value(name: str) -> Any:
+    """The default of one parameter as a ROS parameter value (tuples become lists)."""
+    field = {f.name: f for f in dataclasses.fields(SegmentParams)}[name]
+    return list(field.default) if isinstance(field.default, tuple) else field.default
