@@ -58,6 +58,10 @@ try:  # the PyPI wheel ros-diagnostic-msgs, or any ROS install
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 except ImportError:  # pragma: no cover - depends on the environment
     DiagnosticArray = None
+try:  # rclpy >= Iron
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # pragma: no cover - Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
 try:  # every ROS install has tf2_msgs; the PyPI wheels do not
     from tf2_msgs.msg import TFMessage
 except ImportError:  # pragma: no cover - depends on the environment
@@ -167,7 +171,9 @@ class SegmentNode(Node):
         self._legend_pub = self.create_publisher(
             _marker_array_type(), params.legend_topic,
             _qos('reliable', 1, latched=True))
-        self.create_subscription(PointCloud2, params.points_topic, self._on_cloud, in_qos)
+        self.create_subscription(
+            PointCloud2, params.points_topic, self._on_cloud, in_qos,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
         if TFMessage is not None:
             self.create_subscription(TFMessage, '/tf_static', self._on_tf_static,
                                      _qos('reliable', 100, latched=True))
@@ -248,6 +254,16 @@ class SegmentNode(Node):
             self._counters.last_error = f'{what}: {err}'
         self.get_logger().warning(f'dropped a malformed {what}: {err}',
                                   throttle_duration_sec=_THROTTLE_S)
+
+    def _on_incompatible_qos(self, info: Any) -> None:
+        # A lidar driver publishing best-effort never matches a reliable subscription: say
+        # which parameter fixes it, not only which policy differs.
+        self.get_logger().warning(
+            f'a publisher on {self.params.points_topic} offers QoS incompatible with '
+            f'input_reliability={self.params.input_reliability!r} (policy '
+            f'{getattr(info, "last_policy_kind", "?")}); for a best-effort driver set '
+            'input_reliability:=best_effort (and load config/' + DDS_PROFILE + ' in the driver '
+            'for clouds over about 1 MB)', throttle_duration_sec=_THROTTLE_S)
 
     def _on_cloud(self, msg: Any) -> None:
         received_ns = time.monotonic_ns()
