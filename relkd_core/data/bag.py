@@ -25,6 +25,8 @@ from numpy.typing import NDArray
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import (
     Connection,
+    ConnectionExtRosbag2,
+    Nodetype,
     Qos,
     QosDurability,
     QosHistory,
@@ -36,6 +38,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from relkd_core.data.scan import pointfields
 from relkd_core.errors import BagError
 from relkd_core.geometry.se3 import matrix_to_quaternion
 
@@ -58,9 +61,10 @@ LATCHED_QOS = Qos(
     avoid_ros_namespace_conventions=False,
 )
 
-_POINTFIELD_TYPES = {
-    np.dtype('int8'): 1, np.dtype('uint8'): 2, np.dtype('int16'): 3, np.dtype('uint16'): 4,
-    np.dtype('int32'): 5, np.dtype('uint32'): 6, np.dtype('float32'): 7, np.dtype('float64'): 8,
+_PRIMITIVE_DTYPES = {
+    'bool': np.bool_, 'byte': np.uint8, 'char': np.uint8, 'int8': np.int8, 'uint8': np.uint8,
+    'int16': np.int16, 'uint16': np.uint16, 'int32': np.int32, 'uint32': np.uint32,
+    'int64': np.int64, 'uint64': np.uint64, 'float32': np.float32, 'float64': np.float64,
 }
 
 
@@ -84,23 +88,54 @@ class MessageFactory:
         time = self.types['builtin_interfaces/msg/Time'](sec=t_ns // 10**9, nanosec=t_ns % 10**9)
         return self.types['std_msgs/msg/Header'](stamp=time, frame_id=frame_id)
 
-    def point_cloud(self, points: NDArray[np.void], t_ns: int, frame_id: str) -> Any:
-        """``sensor_msgs/PointCloud2`` (unorganised, little-endian) from a structured array.
-        Fields whose name starts with ``_`` are padding and are not declared."""
+    def message(self, msgtype: str, **values: Any) -> Any:
+        """A ``msgtype`` message with the given field ``values``; every other field holds its
+        zero value (0, '', False, empty sequences, zero-filled fixed arrays, nested zeros).
+        Raises BagError for a type the typestore lacks or a field the type lacks."""
+        try:
+            _, fields = self.store.fielddefs[msgtype]
+        except KeyError:
+            raise BagError(f'message type {msgtype!r} is not in the typestore') from None
+        names = [name for name, _ in fields]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise BagError(f'{msgtype} has no field(s) {unknown}; its fields are {names}')
+        filled = {name: values[name] if name in values else self._zero(desc)
+                  for name, desc in fields}
+        return self.types[msgtype](**filled)
+
+    def _zero(self, desc: Any) -> Any:
+        kind, detail = desc
+        if kind == Nodetype.NAME:
+            return self.message(detail)
+        if kind == Nodetype.BASE:
+            base = detail[0]
+            return '' if base in ('string', 'wstring') else (
+                False if base == 'bool' else 0.0 if base.startswith('float') else 0)
+        (element_kind, element), length = detail
+        if kind == Nodetype.SEQUENCE:
+            length = 0
+        if element_kind == Nodetype.BASE and element[0] in _PRIMITIVE_DTYPES:
+            return np.zeros(length, dtype=_PRIMITIVE_DTYPES[element[0]])
+        return [self._zero((element_kind, element)) for _ in range(length)]
+
+    def point_cloud(self, points: NDArray[np.void], t_ns: int, frame_id: str, *,
+                    height: int = 1, is_dense: bool = True) -> Any:
+        """``sensor_msgs/PointCloud2`` (little-endian; organised when ``height`` > 1) from a
+        structured array. Fields whose name starts with ``_`` are padding and are not
+        declared."""
         point_field = self.types['sensor_msgs/msg/PointField']
         dtype = points.dtype
-        fields = []
-        for name in dtype.names or ():
-            if name.startswith('_'):
-                continue
-            sub, offset = dtype.fields[name][:2]  # type: ignore[index]
-            fields.append(point_field(name=name, offset=offset,
-                                      datatype=_POINTFIELD_TYPES[sub.newbyteorder('=')], count=1))
+        if height < 1 or len(points) % height:
+            raise BagError(f'point_cloud: {len(points)} points do not fill {height} rows')
+        width = len(points) // height
+        fields = [point_field(name=name, offset=offset, datatype=datatype, count=1)
+                  for name, offset, datatype in pointfields(dtype)]
         data = np.ascontiguousarray(points).view(np.uint8).reshape(-1)
         return self.types['sensor_msgs/msg/PointCloud2'](
-            header=self.header(t_ns, frame_id), height=1, width=len(points), fields=fields,
-            is_bigendian=False, point_step=dtype.itemsize, row_step=dtype.itemsize * len(points),
-            data=data, is_dense=True,
+            header=self.header(t_ns, frame_id), height=height, width=width, fields=fields,
+            is_bigendian=False, point_step=dtype.itemsize, row_step=dtype.itemsize * width,
+            data=data, is_dense=is_dense,
         )
 
     def image(self, array: NDArray[Any], encoding: str, t_ns: int, frame_id: str) -> Any:
@@ -204,9 +239,67 @@ class BagWriter:
         if self._writer is None:
             raise BagError('BagWriter is not open; use it in a with-statement')
         qos = [LATCHED_QOS] if latched else []
+        # A type already in the bag (copied with add_connection_from) keeps that definition:
+        # a bag holds one definition per type.
+        known = next((c for c in self._writer.connections if c.msgtype == msgtype), None)
+        definition: dict[str, Any] = {'typestore': self.factory.store}
+        if known is not None:
+            digest = self.factory.store.hash_rihs01(msgtype)
+            if known.digest != digest:
+                raise BagError(
+                    f'cannot add topic {topic}: the bag already holds {msgtype} with another '
+                    f'definition ({known.digest} on {known.topic}, expected {digest})')
+            definition = {'msgdef': known.msgdef.data, 'rihs01': known.digest}
         self._connections[topic] = self._writer.add_connection(
-            topic, msgtype, typestore=self.factory.store, offered_qos_profiles=qos)
+            topic, msgtype, offered_qos_profiles=qos, **definition)
         self.message_counts[topic] = 0
+
+    def add_connection_from(self, source: Connection, store: Typestore | None = None
+                            ) -> Connection:
+        """Declare a connection like ``source`` (a connection of a ROS 2 bag being read): same
+        topic, type, message definition, type hash, serialization format and offered QoS.
+        Returns the new connection, for :meth:`write_raw`.
+
+        Where ``source`` lacks its definition or hash (older bags), they come from ``store``
+        (the reader's typestore, which knows the bag's own definitions) or the writer's.
+        """
+        if self._writer is None:
+            raise BagError('BagWriter is not open; use it in a with-statement')
+        ext = getattr(source, 'ext', None)
+        qos = list(getattr(ext, 'offered_qos_profiles', None) or [])
+        serialization = getattr(ext, 'serialization_format', None) or 'cdr'
+        msgdef_text = getattr(getattr(source, 'msgdef', None), 'data', '') or ''
+        digest = getattr(source, 'digest', '') or ''
+        if not msgdef_text or not digest.startswith('RIHS01_'):
+            for candidate in (store, self.factory.store):
+                if candidate is not None and source.msgtype in candidate.fielddefs:
+                    if not msgdef_text:
+                        msgdef_text, _ = candidate.generate_msgdef(source.msgtype, ros_version=2)
+                    digest = candidate.hash_rihs01(source.msgtype)
+                    break
+            else:
+                raise BagError(
+                    f'cannot copy topic {source.topic}: its type {source.msgtype} has no '
+                    'definition in the bag and is not in the typestore')
+        for known in self._writer.connections:
+            known_ext = cast(ConnectionExtRosbag2, known.ext)
+            if (known.topic, known.msgtype, known_ext.serialization_format,
+                    known_ext.offered_qos_profiles) == (source.topic, source.msgtype,
+                                                        serialization, qos):
+                return known
+        connection = self._writer.add_connection(
+            source.topic, source.msgtype, msgdef=msgdef_text, rihs01=digest,
+            serialization_format=serialization, offered_qos_profiles=qos)
+        self.message_counts.setdefault(source.topic, 0)
+        return connection
+
+    def write_raw(self, connection: Connection, t_ns: int, data: bytes | memoryview) -> None:
+        """Write already serialised ``data`` on a connection from :meth:`add_connection_from`
+        at record time ``t_ns``."""
+        if self._writer is None:
+            raise BagError('BagWriter is not open; use it in a with-statement')
+        self._writer.write(connection, int(t_ns), data)
+        self.message_counts[connection.topic] += 1
 
     def write(self, topic: str, t_ns: int, message: Any) -> None:
         """Serialise and write ``message`` on a declared topic at record time ``t_ns``."""
@@ -412,6 +505,25 @@ def read_messages(reader: AnyReader, topics: Sequence[str] = ()
     connections = [c for c in reader.connections if not topics or c.topic in topics]
     for connection, t_ns, raw in reader.messages(connections=connections):
         yield connection.topic, t_ns, reader.deserialize(raw, connection.msgtype)
+
+
+def raw_messages(reader: AnyReader) -> Iterator[tuple[Connection, int, bytes]]:
+    """``(connection, record_time_ns, raw)`` of every message of an opened bag, in record
+    order; the raw bytes are exactly as stored (CDR for ROS 2 bags)."""
+    yield from reader.messages()
+
+
+def bag_storage(path: str | os.PathLike[str]) -> Storage | None:
+    """The storage of a ROS 2 bag (a folder, or a bare ``.mcap``/``.db3``): ``'mcap'``,
+    ``'sqlite3'``, or None when neither (a ROS 1 ``.bag``, an empty folder)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.iterdir()) if path.is_dir() else []
+    suffixes = {f.suffix for f in files}
+    if '.mcap' in suffixes:
+        return 'mcap'
+    if '.db3' in suffixes:
+        return 'sqlite3'
+    return None
 
 
 def bag_topics(reader: AnyReader) -> dict[str, str]:

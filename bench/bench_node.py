@@ -1,0 +1,206 @@
+"""Benchmark: end-to-end latency of ``segment_node``, publish → labeled cloud received.
+
+Run: ``.venv/bin/python bench/bench_node.py --out bench/results/node.json``
+
+The node runs as a separate process (``python -m relkd_ros.segment_node``) on a private ROS
+domain with ``--threads`` torch threads (default 2: the 2-core target machine); this process
+publishes a 34,000-point scan (the first points of a synthetic nuScenes-rig scan, the geometry a
+real lidar gives) and waits for the labeled cloud with that stamp before sending the next one,
+so each figure is one scan through an idle node: DDS transport both ways (reliable, 1.0 MB in,
+0.95 MB out), PointCloud2 parsing, voxelization, the student, the vocabulary match and the
+labeled cloud. ``--warmup`` scans are sent first and not counted.
+
+Models (random-init; latency does not depend on the weights): ``default``, the student of
+config/train/synth_relational.yaml (MinkUNet14, width 0.5, 64-d head, 0.2 m voxels) distilled
+from a 384-d teacher, and ``small`` (width 0.25, otherwise the same). Targets: p95 <= 100 ms for
+the default model and <= 50 ms for the small one (``target_met``).
+
+The machine may be shared: the 1-minute load average is recorded before and after each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import machine_info, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'test'))
+
+from ros.nodetools import (  # noqa: E402
+    Probe,
+    free_domain_id,
+    node_command,
+    node_log_tail,
+    stamped_header,
+)
+
+from relkd_core.models import StudentConfig  # noqa: E402
+from relkd_core.models.distilled import (  # noqa: E402
+    DistilledStudent,
+    StudentCheckpoint,
+    save_checkpoint,
+)
+from relkd_core.sim.drive import SyntheticDrive  # noqa: E402
+from relkd_core.sim.rig import RIGS  # noqa: E402
+from relkd_core.teachers.vocabulary import Vocabulary  # noqa: E402
+
+NUM_POINTS = 34_000
+TEACHER_DIM = 384
+MODELS = {
+    'default': (StudentConfig(variant='14', width_multiplier=0.5, out_dim=64, voxel_size_m=0.2,
+                              voxelization='cartesian'), 100.0),
+    'small': (StudentConfig(variant='14', width_multiplier=0.25, out_dim=64, voxel_size_m=0.2,
+                            voxelization='cartesian'), 50.0),
+}
+VOCABULARY = ('car', 'truck', 'pedestrian', 'driveable_surface', 'sidewalk', 'vegetation',
+              'manmade', 'terrain')
+
+
+def bench_scan() -> np.ndarray:
+    """(N, 4) float32 xyzi: the first NUM_POINTS points of a synthetic nuScenes-rig scan."""
+    frame = next(iter(SyntheticDrive(RIGS['nuscenes'], 1, seed=0, cameras=False).frames()))
+    points = frame.points[:NUM_POINTS]
+    return np.stack([points['x'], points['y'], points['z'], points['intensity'] / 255.0],
+                    axis=1).astype(np.float32)
+
+
+def write_checkpoint(path: Path, config: StudentConfig) -> int:
+    """A random-init student with stored random text embeddings; returns its parameter count."""
+    torch.manual_seed(0)
+    model = DistilledStudent(config, TEACHER_DIM).eval()
+    vocabulary = Vocabulary.from_names(VOCABULARY)
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.nn.functional.normalize(
+        torch.randn(len(vocabulary), TEACHER_DIM, generator=generator), dim=1)
+    save_checkpoint(path, StudentCheckpoint(
+        student_config=config, teacher_id='bench-random', teacher_dim=TEACHER_DIM,
+        state_dict=model.state_dict(),
+        vocabulary={'names': list(vocabulary.names),
+                    'prompts': [list(p) for p in vocabulary.prompts],
+                    'labels': list(vocabulary.labels)},
+        text_embeddings=embeddings, run_config={}, step=0))
+    return sum(p.numel() for p in model.parameters())
+
+
+def xyzi_message(scan: np.ndarray, t_ns: int) -> Any:
+    from relkd_ros.conversions import cloud_message
+
+    dtype = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('intensity', '<f4')])
+    return cloud_message(stamped_header(t_ns, 'lidar'), scan.view(dtype).reshape(-1))
+
+
+def measure(checkpoint: Path, scan: np.ndarray, threads: int, warmup: int, repeats: int,
+            log_path: Path) -> list[float]:
+    """Latencies (seconds) of ``repeats`` scans through a fresh node process."""
+    from sensor_msgs.msg import PointCloud2
+
+    domain = free_domain_id()
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1',
+               RMW_IMPLEMENTATION='rmw_fastrtps_cpp', OMP_NUM_THREADS=str(threads))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), env.get('PYTHONPATH')]))
+    params = {'checkpoint': str(checkpoint), 'min_range_m': 1.0, 'max_range_m': 120.0,
+              'diagnostics_period_s': 0.0, 'publish_legend': False}
+    with open(log_path, 'wb') as log:
+        node = subprocess.Popen(node_command(params), cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    probe = Probe(domain, 'relkd_bench_probe')
+    latencies: list[float] = []
+    try:
+        probe.subscribe(PointCloud2, 'labeled_points')
+        publisher = probe.publisher(PointCloud2, 'points')
+        if not probe.wait_matched(publisher, 120):
+            raise RuntimeError(f'the node never subscribed\n{node_log_tail(log_path)}')
+        for i in range(warmup + repeats):
+            t_ns = (1000 + i) * 1_000_000_000
+            message = xyzi_message(scan, t_ns)
+            sent = time.perf_counter()
+            publisher.publish(message)
+
+            def arrived(t_ns: int = t_ns) -> float | None:
+                with probe._lock:
+                    return next((t for t, m in probe.received['labeled_points']
+                                 if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == t_ns),
+                                None)
+
+            if not probe.wait_for(lambda: arrived() is not None, 120):
+                raise RuntimeError(f'no labeled cloud for scan {i}\n{node_log_tail(log_path)}')
+            if i >= warmup:
+                latencies.append(float(arrived()) - sent)  # type: ignore[arg-type]
+            time.sleep(0.05)
+    finally:
+        probe.close()
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--out', type=Path, default=ROOT / 'bench' / 'results' / 'node.json')
+    parser.add_argument('--threads', type=int, default=2, help='torch threads of the node')
+    parser.add_argument('--warmup', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=40)
+    parser.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
+    parser.add_argument('--no-dds-profile', action='store_true',
+                        help='do not give this process the shipped Fast DDS profile')
+    args = parser.parse_args()
+    # This side uses the node's large-message Fast DDS profile too (as the README asks of
+    # every process exchanging clouds with the node); without it a 1 MB cloud goes as UDP
+    # fragments. --no-dds-profile measures that case.
+    if not args.no_dds_profile:
+        os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
+                              str(ROOT / 'config' / 'fastdds_large_messages.xml'))
+    scan = bench_scan()
+    results: dict[str, Any] = {'machine': machine_info(), 'num_points': NUM_POINTS,
+                               'node_torch_threads': args.threads, 'warmup': args.warmup,
+                               'dds_profile_both_sides': not args.no_dds_profile,
+                               'repeats': args.repeats, 'models': {}}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            config, target_ms = MODELS[name]
+            checkpoint = Path(tmp) / f'{name}.pt'
+            parameters = write_checkpoint(checkpoint, config)
+            load_before = round(os.getloadavg()[0], 2)
+            latencies = np.asarray(measure(checkpoint, scan, args.threads, args.warmup,
+                                           args.repeats, Path(tmp) / f'{name}.log')) * 1e3
+            p50, p95 = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95))
+            results['models'][name] = {
+                'width_multiplier': config.width_multiplier, 'out_dim': config.out_dim,
+                'voxel_size_m': config.voxel_size_m, 'teacher_dim': TEACHER_DIM,
+                'parameters': parameters, 'latency_ms_p50': round(p50, 1),
+                'latency_ms_p95': round(p95, 1), 'latency_ms_min': round(float(latencies.min()), 1),
+                'latency_ms_max': round(float(latencies.max()), 1),
+                'latencies_ms': [round(float(v), 2) for v in latencies],
+                'target_p95_ms': target_ms, 'target_met': p95 <= target_ms,
+                'load_average_1min_before': load_before,
+                'load_average_1min_after': round(os.getloadavg()[0], 2)}
+            rows.append((name, config.width_multiplier, parameters, p50, p95,
+                         float(latencies.max()), target_ms, p95 <= target_ms))
+    write_results(args.out, results)
+    print(f'\n{NUM_POINTS}-point scan, node with {args.threads} torch threads, load average '
+          f'{results["machine"]["load_average_1min"]} at start\n')
+    print('| model | width | parameters | p50 ms | p95 ms | max ms | target p95 ms | met |')
+    print('|---|---|---|---|---|---|---|---|')
+    for name, width, parameters, p50, p95, worst, target_ms, met in rows:
+        print(f'| {name} | {width} | {parameters:,} | {p50:.1f} | {p95:.1f} | {worst:.1f} | '
+              f'{target_ms:.0f} | {"yes" if met else "no"} |')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,179 @@
+"""``relkd-label``: label every lidar scan of a recorded bag offline, without ROS.
+
+Example::
+
+    relkd-label --checkpoint run/student.pt --bag drive_0 --out drive_0_labeled \\
+        --preset synth-nuscenes --vocabulary car pedestrian road "traffic cone"
+
+The output bag holds every message of the input unchanged plus what ``segment_node`` publishes
+for each scan: the labeled cloud on ``/labeled_points`` (header of its scan) and the legend on
+``/legend`` (once per lidar frame). It is written in the input's storage (or ``--storage``) and
+appears only when complete; an existing ``--out`` is replaced only with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from relkd_core.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, run
+from relkd_core.data.bag import bag_topics, open_bags
+from relkd_core.data.preset import load_preset
+from relkd_core.errors import BagError, ConfigError
+from relkd_core.infer.label_bag import LabelBagReport, label_bag, lidar_topic_of
+from relkd_core.infer.labeled import LABELED_TOPIC
+from relkd_core.infer.labeler import Labeler
+from relkd_core.infer.legend import LEGEND_TOPIC
+from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='relkd-label',
+        description='Label every lidar point of a ROS 2 bag with an open vocabulary: writes a '
+                    'copy of the bag plus the labeled clouds and legend segment_node would '
+                    'publish.')
+    parser.add_argument('--checkpoint', required=True, type=Path,
+                        help='student checkpoint written by relkd-train (student.pt)')
+    parser.add_argument('--bag', required=True, type=Path,
+                        help='ROS 2 bag folder, .mcap or .db3 to label')
+    parser.add_argument('--out', required=True, type=Path, help='bag folder to create')
+    parser.add_argument('--vocabulary', nargs='+', default=None, metavar='NAME',
+                        help='class names or free text to label with (default: the '
+                             "checkpoint's own vocabulary)")
+    parser.add_argument('--vocabulary-file', type=Path, default=None,
+                        help='vocabulary YAML (config/vocabularies layout) instead of '
+                             '--vocabulary')
+    parser.add_argument('--preset', default=None,
+                        help='topic preset (synth-nuscenes, kitti, ... or a YAML file): gives '
+                             'the lidar topic, intensity field and scale and range limits')
+    parser.add_argument('--lidar-topic', default=None,
+                        help='PointCloud2 topic to label (default: the preset\'s, else the '
+                             'bag\'s only PointCloud2 topic)')
+    parser.add_argument('--intensity-field', default=None,
+                        help='field read as intensity (default: the preset\'s, else intensity)')
+    parser.add_argument('--intensity-scale', type=float, default=None,
+                        help='factor mapping intensity into the student\'s range (default: the '
+                             'preset\'s, else 1)')
+    parser.add_argument('--min-range-m', type=float, default=None,
+                        help='nearer points are unlabeled (default: the preset\'s, else 0)')
+    parser.add_argument('--max-range-m', type=float, default=None,
+                        help='farther points are unlabeled (default: the preset\'s, else none)')
+    parser.add_argument('--score-threshold', type=float, default=-1.0,
+                        help='points scoring below this cosine similarity are unlabeled '
+                             '(default: -1, every point labelled)')
+    parser.add_argument('--labeled-topic', default=f'/{LABELED_TOPIC}',
+                        help=f'topic of the labeled clouds (default: /{LABELED_TOPIC})')
+    parser.add_argument('--legend-topic', default=f'/{LEGEND_TOPIC}',
+                        help=f'topic of the legend MarkerArray (default: /{LEGEND_TOPIC})')
+    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default=None,
+                        help='storage of the output bag (default: the input\'s)')
+    parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace --out if it exists (only once the new bag is complete)')
+    parser.add_argument('--verbose', action='store_true')
+    return parser
+
+
+def _vocabulary(args: argparse.Namespace) -> Vocabulary | None:
+    if args.vocabulary and args.vocabulary_file:
+        raise UsageError('give --vocabulary or --vocabulary-file, not both')
+    try:
+        if args.vocabulary:
+            return Vocabulary.from_names(args.vocabulary)
+        if args.vocabulary_file:
+            return load_vocabulary(args.vocabulary_file)
+    except ConfigError as err:
+        raise UsageError(f'--vocabulary: {err}') from err
+    return None
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Lidar topic, intensity and range settings: the arguments over the preset's."""
+    settings: dict[str, Any] = {'lidar_topic': None, 'intensity_field': 'intensity',
+                                'intensity_scale': 1.0, 'min_range_m': 0.0,
+                                'max_range_m': math.inf, 'distro': 'humble'}
+    if args.preset is not None:
+        try:
+            preset = load_preset(args.preset)
+        except ConfigError as err:
+            raise UsageError(f'--preset: {err}') from err
+        lidar = preset.lidar
+        settings.update(lidar_topic=lidar.topic, intensity_field=lidar.intensity_field,
+                        intensity_scale=lidar.intensity_scale, min_range_m=lidar.min_range_m,
+                        max_range_m=lidar.max_range_m, distro=preset.distro)
+    for key in ('lidar_topic', 'intensity_field', 'intensity_scale', 'min_range_m',
+                'max_range_m'):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    return settings
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    if not args.checkpoint.is_file():
+        raise UsageError(f'--checkpoint {args.checkpoint}: no such file')
+    if not args.bag.exists():
+        raise UsageError(f'--bag {args.bag}: no such bag')
+    if args.out.exists() and not args.overwrite:
+        raise UsageError(f'--out {args.out} already exists; choose a new path or pass '
+                         '--overwrite')
+    parent = args.out.parent if str(args.out.parent) else Path('.')
+    if not parent.is_dir():
+        raise UsageError(f'--out {args.out}: folder {parent} does not exist')
+
+
+def format_report(report: LabelBagReport) -> str:
+    """The one-screen summary printed at the end."""
+    lines = [f'wrote {report.path} ({report.storage}): {report.copied} messages copied, '
+             f'{report.labeled} of {report.scans} scans of {report.lidar_topic} labelled '
+             f'({report.points} points) on {report.labeled_topic}, legend on '
+             f'{report.legend_topic}; {report.seconds:.1f} s '
+             f'({report.labeled / max(report.seconds, 1e-9):.2f} scans/s)']
+    lines.extend(f'dropped {n} scan(s): {reason}' for reason, n in sorted(report.dropped.items()))
+    return '\n'.join(lines)
+
+
+def _label(args: argparse.Namespace) -> int:
+    _check_paths(args)
+    vocabulary = _vocabulary(args)
+    settings = _settings(args)
+    with open_bags([args.bag], settings['distro']) as reader:
+        topics = bag_topics(reader)
+    try:
+        lidar_topic = lidar_topic_of(topics, settings['lidar_topic'])
+    except BagError as err:
+        raise UsageError(f'--lidar-topic: {err}') from err
+    try:
+        labeler = Labeler(args.checkpoint, vocabulary, args.device,
+                          score_threshold=args.score_threshold,
+                          min_range_m=settings['min_range_m'],
+                          max_range_m=settings['max_range_m'])
+    except ConfigError as err:
+        raise UsageError(str(err)) from err
+    with tqdm(unit='msg', desc='relkd-label', disable=None, file=sys.stderr) as bar:
+        report = label_bag(
+            args.bag, args.out, labeler, lidar_topic=lidar_topic,
+            intensity_field=settings['intensity_field'],
+            intensity_scale=settings['intensity_scale'], labeled_topic=args.labeled_topic,
+            legend_topic=args.legend_topic, storage=args.storage, distro=settings['distro'],
+            overwrite=args.overwrite, on_start=lambda total: bar.reset(total=total),
+            progress=bar.update)
+    print(format_report(report))
+    if report.scans and not report.labeled:
+        print('relkd-label: error: no scan could be labelled', file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``relkd-label``; returns the exit code."""
+    return run(build_parser(), _label, argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
