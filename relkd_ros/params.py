@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 
 from relkd_core.config import config_from_dict
 from relkd_core.geometry.se3 import make_transform, quaternion_to_matrix
+from relkd_core.infer.labeled import LABELED_TOPIC
+from relkd_core.infer.legend import LEGEND_TOPIC
 
 __all__ = ['RELIABILITIES', 'SegmentParams', 'default_value', 'parameter_descriptor',
            'parameter_names', 'params_from_values', 'parse_static_transform']
@@ -65,8 +67,8 @@ class SegmentParams:
     intensity_scale: float = _param(1.0, 'factor mapping intensity_field into the range the '
                                     'student was trained on (e.g. 1/255)', min=0.0, dynamic=True)
     points_topic: str = _param('points', 'input sensor_msgs/PointCloud2 topic')
-    labeled_topic: str = _param('labeled_points', 'output labeled PointCloud2 topic')
-    legend_topic: str = _param('legend', 'output visualization_msgs/MarkerArray legend topic')
+    labeled_topic: str = _param(LABELED_TOPIC, 'output labeled PointCloud2 topic')
+    legend_topic: str = _param(LEGEND_TOPIC, 'output visualization_msgs/MarkerArray legend topic')
     image_topics: tuple[str, ...] = _param(
         (), 'camera image topics for overlays; a topic ending in /compressed is read as '
         'sensor_msgs/CompressedImage')

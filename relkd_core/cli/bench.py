@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument('--steps', type=positive_int, default=300,
                        help='training steps per student (batch 2)')
     paper.add_argument('--label-fraction', type=float, default=0.01)
+    paper.add_argument('--threads', type=positive_int, default=None,
+                       help="torch CPU threads of training and evaluation (default: torch's); 1 "
+                            'keeps the figures steady when other work shares the cores')
     paper.add_argument('--verbose', action='store_true')
     return parser
 
@@ -84,7 +88,8 @@ def _prepare(out: Path, name: str, bag: Path, rig: str) -> Path:
     return prepared
 
 
-def _train(out: Path, loss: str, seed: int, train_data: Path, steps: int) -> Path:
+def _train(out: Path, loss: str, seed: int, train_data: Path, steps: int,
+           threads: int | None) -> Path:
     run_dir = out / 'runs' / f'{loss}_seed{seed}'
     student = run_dir / 'student.pt'
     if student.exists():
@@ -101,8 +106,12 @@ def _train(out: Path, loss: str, seed: int, train_data: Path, steps: int) -> Pat
     command = [sys.executable, '-m', 'relkd_core.cli.train', '--config', str(config_path)]
     if (run_dir / 'last.pt').exists():
         command.append('--resume')
-    with open(run_dir / 'train.log', 'w', encoding='utf-8') as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    env = dict(os.environ)
+    if threads is not None:
+        env['OMP_NUM_THREADS'] = str(threads)
+    with open(run_dir / 'train.log', 'a', encoding='utf-8') as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False,
+                              env=env)
     if done.returncode != 0 or not student.exists():
         tail = (run_dir / 'train.log').read_text(errors='replace')[-2000:]
         raise RelkdError(f'training {run_dir} failed (exit {done.returncode}):\n{tail}')
@@ -175,6 +184,10 @@ def _paper(args: argparse.Namespace) -> int:
         raise UsageError(f'--label-fraction must be in (0, 1], got {args.label_fraction}')
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     data: dict[str, Path] = {}
     for name, rig, seed in SPLITS:
@@ -185,11 +198,11 @@ def _paper(args: argparse.Namespace) -> int:
     with tqdm(plan, desc='relkd-bench paper', unit='run', file=sys.stderr) as bar:
         for loss, seed in bar:
             bar.set_postfix(run=f'{loss} seed {seed}')
-            student = _train(out, loss, seed, data['train'], args.steps)
+            student = _train(out, loss, seed, data['train'], args.steps, args.threads)
             runs.append(_evaluate(out, loss, seed, student, data, args.label_fraction))
     settings = {'seeds': args.seeds, 'losses': list(args.losses), 'steps': args.steps,
                 'train_frames': args.train_frames, 'eval_frames': args.eval_frames,
-                'label_fraction': args.label_fraction,
+                'label_fraction': args.label_fraction, 'threads': args.threads,
                 'splits': {name: {'rig': rig, 'scene_seed': seed} for name, rig, seed in SPLITS},
                 'seconds': round(time.perf_counter() - started, 1)}
     report = _write(out, runs, settings)

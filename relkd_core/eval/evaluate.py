@@ -43,6 +43,7 @@ from relkd_core.eval.fewshot import (
     train_linear_probe,
 )
 from relkd_core.eval.gap import sample_rows, structural_gap
+from relkd_core.infer.labeler import stored_vocabulary, teacher_text_encoder
 from relkd_core.metrics import confusion_matrix, mean_iou, per_class_iou
 from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, load_checkpoint
 from relkd_core.models.distilled import scan_features as student_features
@@ -119,31 +120,17 @@ def checkpoint_text(checkpoint: StudentCheckpoint, vocabulary: Vocabulary | None
     """The vocabulary and its (C, teacher_dim) unit text embeddings for ``checkpoint``.
 
     The checkpoint's stored embeddings serve its own vocabulary (and ``None``); another
-    vocabulary is embedded by rebuilding the checkpoint's teacher from its run config (its
-    text side only is used), which must give the same teacher id.
+    vocabulary is embedded by the checkpoint's own teacher text side
+    (:func:`~relkd_core.infer.teacher_text_encoder`, which checks the teacher id).
     """
-    stored = None
-    if checkpoint.vocabulary and checkpoint.text_embeddings is not None:
-        stored = Vocabulary(names=tuple(checkpoint.vocabulary['names']),
-                            prompts=tuple(tuple(p) for p in checkpoint.vocabulary['prompts']),
-                            labels=tuple(checkpoint.vocabulary['labels']))
-        if vocabulary is None or vocabulary == stored:
-            return stored, checkpoint.text_embeddings.float().numpy()
+    stored = stored_vocabulary(checkpoint)
+    if stored is not None and checkpoint.text_embeddings is not None and (
+            vocabulary is None or vocabulary == stored):
+        return stored, checkpoint.text_embeddings.float().numpy()
     if vocabulary is None:
         raise CheckpointError('the checkpoint stores no vocabulary; pass one')
-    from relkd_core.teachers import build_teacher
-
-    data = checkpoint.run_config.get('data', {})
-    name = data.get('teacher')
-    if not name:
-        raise CheckpointError('the checkpoint does not name its teacher (run_config.data.teacher),'
-                              ' so a new vocabulary cannot be embedded; use its own vocabulary')
-    teacher = build_teacher(name, data.get('teacher_config'))
-    if teacher.teacher_id != checkpoint.teacher_id:
-        raise CheckpointError(f'rebuilt teacher {teacher.teacher_id} differs from the '
-                              f'checkpoint\'s {checkpoint.teacher_id}; its text embeddings would '
-                              'not match the student\'s feature space')
-    return vocabulary, teacher.text_features(vocabulary)
+    text = np.asarray(teacher_text_encoder(checkpoint).text_features(vocabulary), np.float32)
+    return vocabulary, text / np.linalg.norm(text, axis=1, keepdims=True)
 
 
 def _closed_set(vocabulary: Vocabulary) -> None:

@@ -32,7 +32,7 @@ from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint, scan
 from relkd_core.teachers.vocabulary import Vocabulary
 
 __all__ = ['UNLABELED', 'LabelResult', 'Labeler', 'TextEncoder', 'VocabularyEmbedding',
-           'teacher_text_encoder']
+           'stored_vocabulary', 'teacher_text_encoder']
 
 _LOG = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ def _as_vocabulary(vocabulary: Vocabulary | Sequence[str]) -> Vocabulary:
         raise ConfigError(f'vocabulary: {err}') from err
 
 
-def _stored_vocabulary(checkpoint: StudentCheckpoint) -> Vocabulary | None:
+def stored_vocabulary(checkpoint: StudentCheckpoint) -> Vocabulary | None:
+    """The vocabulary whose text embeddings the checkpoint stores (None when it has none)."""
     stored = checkpoint.vocabulary
     if not stored:
         return None
@@ -169,18 +170,18 @@ class Labeler:
         self._encoder: TextEncoder | None = None
         self._encoder_lock = threading.Lock()
         self._stored: dict[tuple[str, ...], torch.Tensor] = {}
-        stored_vocabulary = _stored_vocabulary(checkpoint)
-        if stored_vocabulary is not None and checkpoint.text_embeddings is not None:
+        stored = stored_vocabulary(checkpoint)
+        if stored is not None and checkpoint.text_embeddings is not None:
             rows = checkpoint.text_embeddings.float()
-            if tuple(rows.shape) != (len(stored_vocabulary), checkpoint.teacher_dim):
+            if tuple(rows.shape) != (len(stored), checkpoint.teacher_dim):
                 raise CheckpointError(
                     f'the checkpoint stores {tuple(rows.shape)} text embeddings for '
-                    f'{len(stored_vocabulary)} vocabulary entries of dimension '
+                    f'{len(stored)} vocabulary entries of dimension '
                     f'{checkpoint.teacher_dim}')
-            for prompts, row in zip(stored_vocabulary.prompts, rows, strict=True):
+            for prompts, row in zip(stored.prompts, rows, strict=True):
                 self._stored[prompts] = row
         self.model = checkpoint.build_model(self.device)
-        default = stored_vocabulary if stored_vocabulary is not None else Vocabulary.default()
+        default = stored if stored is not None else Vocabulary.default()
         self._table = self.embed(default if vocabulary is None else vocabulary)
 
     def configure(self, *, score_threshold: float, min_range_m: float, max_range_m: float,

@@ -1,0 +1,75 @@
+"""Print the summary of `make demo` from what its steps wrote under the demo folder.
+
+Run: ``.venv/bin/python scripts/demo_summary.py demo_out``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(value: float | None) -> str:
+    return 'n/a' if value is None else f'{value:.1f}%'
+
+
+def summary(root: Path) -> list[str]:
+    """The summary lines (missing steps are named, never guessed)."""
+    lines = [f'relkd_ros demo: {root}/']
+    zero = _load(root / 'eval_zero_shot' / 'metrics.json')
+    probe = _load(root / 'eval_linear_probe' / 'metrics.json')
+    train = root / 'train_relational'
+    metrics = train / 'metrics.jsonl'
+    if metrics.is_file():
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+        if records:
+            last = records[-1]
+            lines.append(f"  training     {last['step']} steps of relational distillation, "
+                         f"final loss {last['loss']:.3f}, zero-shot accuracy of the paired "
+                         f"points {100 * last['zero_shot_accuracy']:.1f}%  "
+                         f'({train / "student.pt"})')
+    if zero is not None:
+        lines.append(f"  zero-shot    3D student mIoU {_pct(zero['miou'])} on all points of the "
+                     f"held-back drive; on camera-visible points student "
+                     f"{_pct(zero['visible']['miou'])} vs the 2D teacher "
+                     f"{_pct(zero['teacher_miou'])}")
+        if zero.get('gap'):
+            lines.append(f"  gap          CKA {zero['gap']['cka']:.3f}, mean |KKᵀ − QQᵀ| "
+                         f"{zero['gap']['relational_gap']:.3f}")
+    else:
+        lines.append('  zero-shot    not evaluated')
+    if probe is not None:
+        lines.append(f"  linear probe {_pct(probe['miou'])} mIoU with "
+                     f"{len(probe['labelled_scans'])} labelled scan(s) "
+                     f"({100 * probe['label_fraction']:g}% of the training drive)")
+    label = _load(root / 'labeled_val' / 'label_report.json')
+    if label is not None:
+        lines.append(f"  labelling    {label.get('scans')} scans, "
+                     f"{label.get('ms_per_scan_p50', 'n/a')} ms per scan (p50), "
+                     f"{label.get('ms_per_scan_p95', 'n/a')} ms (p95) on this CPU")
+    if (root / 'labeled_val').is_dir():
+        lines.append(f"  labeled bag  {root / 'labeled_val'} (replay it with relkd-play and "
+                     'RViz: config/relkd.rviz)')
+    for name in ('eval_zero_shot', 'eval_linear_probe'):
+        if (root / name / 'report.html').is_file():
+            lines.append(f'  report       {root / name / "report.html"}')
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('root', type=Path, nargs='?', default=Path('demo_out'))
+    args = parser.parse_args(argv)
+    print('\n'.join(summary(args.root)))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
