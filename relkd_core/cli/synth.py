@@ -127,7 +127,13 @@ def _synth(args: argparse.Namespace) -> int:
     out: Path = args.out
     _check_out(out, args.overwrite)
     drive = SyntheticDrive(rig, args.frames, args.seed, cameras=not args.no_cameras)
-    target = out.with_name(f'.{out.name}.new') if out.exists() else out
+    # --overwrite records into a hidden folder first; the bag inside keeps the final name,
+    # because rosbags names the storage file after its folder.
+    staging = out.with_name(f'.{out.name}.new')
+    target = staging / out.name if out.exists() else out
+    if target != out:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
     started = time.perf_counter()
     with tqdm(total=args.frames, unit='frame', desc=f'relkd-synth {rig.name}',
               disable=None, file=sys.stderr) as bar:
@@ -141,6 +147,7 @@ def _synth(args: argparse.Namespace) -> int:
     if target != out:  # --overwrite: swap only once the new bag is complete
         shutil.rmtree(out)
         os.rename(target, out)
+        staging.rmdir()
         summary.path = str(out)
     print(format_summary(summary, rig, time.perf_counter() - started))
     return EXIT_OK

@@ -39,6 +39,7 @@ def test_synth_overwrite_replaces_only_when_complete(tmp_path: Path) -> None:
     finally:
         reader.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['drive']
+    assert sorted(p.name for p in out.iterdir()) == ['drive.mcap', 'metadata.yaml']
 
 
 @pytest.mark.parametrize(('args', 'match'), [
