@@ -5,10 +5,11 @@ Run: ``.venv/bin/python bench/bench_node.py --out bench/results/node.json``
 The node runs as a separate process (``python -m relkd_ros.segment_node``) on a private ROS
 domain with ``--threads`` torch threads (default 2: the 2-core target machine); this process
 publishes a 34,000-point scan (the first points of a synthetic nuScenes-rig scan, the geometry a
-real lidar gives) and waits for the labeled cloud with that stamp before sending the next one,
-so each figure is one scan through an idle node: DDS transport both ways (reliable, 1.0 MB in,
-0.95 MB out), PointCloud2 parsing, voxelization, the student, the vocabulary match and the
-labeled cloud. ``--warmup`` scans are sent first and not counted.
+real lidar gives; serialized beforehand, as a C++ driver would) and waits for the labeled cloud
+with that stamp before sending the next one, so each figure is one scan through an idle node:
+DDS transport both ways (reliable, 1.0 MB in, 0.95 MB out), PointCloud2 parsing,
+voxelization, the student, the vocabulary match and the labeled cloud. ``--warmup`` scans are
+sent first and not counted.
 
 Models (random-init; latency does not depend on the weights): ``default``, the student of
 config/train/synth_relational.yaml (MinkUNet14, width 0.5, 64-d head, 0.2 m voxels) distilled
@@ -93,11 +94,13 @@ def write_checkpoint(path: Path, config: StudentConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def xyzi_message(scan: np.ndarray, t_ns: int) -> Any:
-    from relkd_ros.conversions import cloud_message
+def xyzi_message(scan: np.ndarray, t_ns: int) -> bytes:
+    """The scan as a serialized PointCloud2: published as bytes, like a C++ driver, it costs
+    the sender no Python conversion, so the figure is the node's."""
+    from relkd_ros.conversions import cloud_bytes
 
     dtype = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('intensity', '<f4')])
-    return cloud_message(stamped_header(t_ns, 'lidar'), scan.view(dtype).reshape(-1))
+    return cloud_bytes(stamped_header(t_ns, 'lidar'), scan.view(dtype).reshape(-1))
 
 
 def measure(checkpoint: Path, scan: np.ndarray, threads: int, warmup: int, repeats: int,

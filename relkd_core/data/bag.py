@@ -190,6 +190,23 @@ class MessageFactory:
         return types['tf2_msgs/msg/TFMessage'](transforms=stamped)
 
 
+_CLOUD_FACTORY: MessageFactory | None = None
+
+
+def point_cloud_cdr(points: NDArray[np.void], t_ns: int, frame_id: str, *, height: int = 1,
+                    is_dense: bool = True) -> bytes:
+    """A ``sensor_msgs/PointCloud2`` of a structured array, serialized to CDR (the bytes DDS
+    carries; the layout is the same in every ROS 2 distro). The point data is copied in one
+    block, which makes this far faster than letting rclpy convert a message with a large
+    ``uint8[]`` field element by element."""
+    global _CLOUD_FACTORY
+    if _CLOUD_FACTORY is None:
+        _CLOUD_FACTORY = MessageFactory(typestore())
+    message = _CLOUD_FACTORY.point_cloud(points, t_ns, frame_id, height=height,
+                                         is_dense=is_dense)
+    return bytes(_CLOUD_FACTORY.store.serialize_cdr(message, 'sensor_msgs/msg/PointCloud2'))
+
+
 class BagWriter:
     """Atomic writer of one ROS 2 bag (MCAP or sqlite3) at ``path``.
 

@@ -15,6 +15,7 @@ from std_msgs.msg import Header
 from relkd_core.errors import DataError
 from relkd_core.infer import LABELED_POINT_DTYPE
 from relkd_ros.conversions import (
+    cloud_bytes,
     cloud_message,
     cloud_to_scan,
     image_message,
@@ -166,6 +167,19 @@ def test_cloud_message_round_trips_labeled_points() -> None:
     assert msg.header.frame_id == 'lidar_top' and stamp_ns(msg.header.stamp) == 12 * 10**9 + 345
     back = np.frombuffer(msg.data, LABELED_POINT_DTYPE)
     assert back.tobytes() == points.tobytes()
+
+
+def test_cloud_bytes_equal_rclpy_serialization_of_cloud_message() -> None:
+    from rclpy.serialization import serialize_message
+
+    points = np.zeros(1001, LABELED_POINT_DTYPE)
+    points['x'] = np.random.default_rng(0).normal(size=1001)
+    points['label'] = np.arange(1001) % 7
+    header = Header(frame_id='velodyne')
+    header.stamp.sec, header.stamp.nanosec = 1_700_000_000, 999_999_999
+    for height in (1, 7):
+        expected = serialize_message(cloud_message(header, points, height, 1001 // height))
+        assert cloud_bytes(header, points, height) == expected
 
 
 def test_cloud_message_rejects_a_wrong_shape() -> None:
