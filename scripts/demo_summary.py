@@ -20,6 +20,28 @@ def _pct(value: float | None) -> str:
     return 'n/a' if value is None else f'{value:.1f}%'
 
 
+def _labeler_latency_ms(checkpoint: Path, prepared: Path) -> tuple[float, int, int] | None:
+    """Median wall time of labelling the first held-back scan (after one warm-up call)."""
+    if not checkpoint.is_file() or not (prepared / 'manifest.json').is_file():
+        return None
+    import time
+
+    import torch
+
+    from relkd_core.data.prepared import PreparedDataset
+    from relkd_core.infer import Labeler
+
+    points = PreparedDataset(prepared, features=False)[0].points
+    labeler = Labeler(checkpoint, None, 'cpu')
+    labeler.label(points)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        labeler.label(points)
+        times.append(1000.0 * (time.perf_counter() - start))
+    return sorted(times)[2], len(points), torch.get_num_threads()
+
+
 def summary(root: Path) -> list[str]:
     """The summary lines (missing steps are named, never guessed)."""
     lines = [f'relkd_ros demo: {root}/']
@@ -49,11 +71,10 @@ def summary(root: Path) -> list[str]:
         lines.append(f"  linear probe {_pct(probe['miou'])} mIoU with "
                      f"{len(probe['labelled_scans'])} labelled scan(s) "
                      f"({100 * probe['label_fraction']:g}% of the training drive)")
-    label = _load(root / 'labeled_val' / 'label_report.json')
-    if label is not None:
-        lines.append(f"  labelling    {label.get('scans')} scans, "
-                     f"{label.get('ms_per_scan_p50', 'n/a')} ms per scan (p50), "
-                     f"{label.get('ms_per_scan_p95', 'n/a')} ms (p95) on this CPU")
+    latency = _labeler_latency_ms(train / 'student.pt', root / 'prepared_nuscenes_val')
+    if latency is not None:
+        lines.append(f'  latency      {latency[0]:.0f} ms per {latency[1]}-point scan to label '
+                     f'(Labeler, median of 5, {latency[2]} torch threads, this CPU)')
     if (root / 'labeled_val').is_dir():
         lines.append(f"  labeled bag  {root / 'labeled_val'} (replay it with relkd-play and "
                      'RViz: config/relkd.rviz)')
