@@ -24,7 +24,7 @@ import copy
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -52,7 +52,7 @@ from relkd_core.teachers.evaluate import predict_labels
 from relkd_core.teachers.vocabulary import Vocabulary
 
 __all__ = ['PROTOCOLS', 'BevSample', 'EvalConfig', 'EvalResult', 'Protocol', 'checkpoint_text',
-           'evaluate', 'evaluate_many', 'file_sha256']
+           'evaluate', 'file_sha256']
 
 LOG = logging.getLogger(__name__)
 
@@ -353,8 +353,7 @@ def evaluate(checkpoint_path: str | os.PathLike[str], data: str | os.PathLike[st
     manifest = dataset.manifest
     header = {'protocol': config.protocol,
               'data': {'path': str(root), 'frames': len(dataset),
-                       'preset': manifest.get('preset', {}).get('name')
-                       if isinstance(manifest.get('preset'), dict) else manifest.get('preset'),
+                       'preset': manifest.get('preset', {}).get('name'),
                        'teacher_id': dataset.teacher_id},
               'checkpoint': {'path': str(checkpoint_path),
                              'sha256': file_sha256(checkpoint_path),
@@ -363,9 +362,3 @@ def evaluate(checkpoint_path: str | os.PathLike[str], data: str | os.PathLike[st
                              'losses': checkpoint.run_config.get('loss', {}).get('weights')}}
     return EvalResult({**header, **result.metrics}, result.confusion, result.bev,
                       result.teacher_confusion)
-
-
-def evaluate_many(checkpoints: Sequence[str | os.PathLike[str]], data: str | os.PathLike[str],
-                  config: EvalConfig, progress: Progress | None = None) -> list[EvalResult]:
-    """:func:`evaluate` for each checkpoint in turn (the runs of one comparison)."""
-    return [evaluate(path, data, config, progress) for path in checkpoints]
