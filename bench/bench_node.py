@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,18 @@ def measure(checkpoint: Path, scan: np.ndarray, threads: int, warmup: int, repea
     probe = Probe(domain, 'relkd_bench_probe')
     latencies: list[float] = []
     try:
-        probe.subscribe(PointCloud2, 'labeled_points')
+        # Arrival times are taken in the subscription callback and the loop blocks on an
+        # event: a polling loop here would wake every few ms and take CPU from the node.
+        arrivals: dict[int, float] = {}
+        arrived = threading.Condition()
+
+        def on_cloud(msg: Any) -> None:
+            now = time.perf_counter()
+            with arrived:
+                arrivals[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = now
+                arrived.notify_all()
+
+        probe.node.create_subscription(PointCloud2, 'labeled_points', on_cloud, probe.qos())
         publisher = probe.publisher(PointCloud2, 'points')
         if not probe.wait_matched(publisher, 120):
             raise RuntimeError(f'the node never subscribed\n{node_log_tail(log_path)}')
@@ -129,17 +141,12 @@ def measure(checkpoint: Path, scan: np.ndarray, threads: int, warmup: int, repea
             message = xyzi_message(scan, t_ns)
             sent = time.perf_counter()
             publisher.publish(message)
-
-            def arrived(t_ns: int = t_ns) -> float | None:
-                with probe._lock:
-                    return next((t for t, m in probe.received['labeled_points']
-                                 if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == t_ns),
-                                None)
-
-            if not probe.wait_for(lambda: arrived() is not None, 120):
-                raise RuntimeError(f'no labeled cloud for scan {i}\n{node_log_tail(log_path)}')
+            with arrived:
+                if not arrived.wait_for(lambda t_ns=t_ns: t_ns in arrivals, timeout=120):
+                    raise RuntimeError(f'no labeled cloud for scan {i}\n'
+                                       f'{node_log_tail(log_path)}')
             if i >= warmup:
-                latencies.append(float(arrived()) - sent)  # type: ignore[arg-type]
+                latencies.append(arrivals[t_ns] - sent)
             time.sleep(0.05)
     finally:
         probe.close()
