@@ -44,11 +44,12 @@ from relkd_core.eval.fewshot import (
 )
 from relkd_core.eval.gap import sample_rows, structural_gap
 from relkd_core.infer.labeler import stored_vocabulary, teacher_text_encoder
-from relkd_core.metrics import confusion_matrix, mean_iou, per_class_iou
+from relkd_core.metrics import confusion_matrix
 from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, load_checkpoint
 from relkd_core.models.distilled import scan_features as student_features
 from relkd_core.taxonomy import CLASS_NAMES, NUM_CLASSES
-from relkd_core.teachers.evaluate import predict_labels
+from relkd_core.teachers.base import normalize_rows
+from relkd_core.teachers.evaluate import ZeroShotResult, predict_labels
 from relkd_core.teachers.vocabulary import Vocabulary
 
 __all__ = ['PROTOCOLS', 'BevSample', 'EvalConfig', 'EvalResult', 'Protocol', 'checkpoint_text',
@@ -129,8 +130,7 @@ def checkpoint_text(checkpoint: StudentCheckpoint, vocabulary: Vocabulary | None
         return stored, checkpoint.text_embeddings.float().numpy()
     if vocabulary is None:
         raise CheckpointError('the checkpoint stores no vocabulary; pass one')
-    text = np.asarray(teacher_text_encoder(checkpoint).text_features(vocabulary), np.float32)
-    return vocabulary, text / np.linalg.norm(text, axis=1, keepdims=True)
+    return vocabulary, normalize_rows(teacher_text_encoder(checkpoint).text_features(vocabulary))
 
 
 def _closed_set(vocabulary: Vocabulary) -> None:
@@ -175,15 +175,10 @@ def _check_teacher(checkpoint: StudentCheckpoint, dataset: PreparedDataset, *,
     return True
 
 
-def _percent(value: float) -> float | None:
-    return None if np.isnan(value) else round(100.0 * float(value), 2)
-
-
 def _scores(confusion: NDArray[np.int64]) -> dict[str, Any]:
-    return {'miou': _percent(mean_iou(confusion)),
-            'per_class_iou': {name: _percent(iou) for name, iou
-                              in zip(CLASS_NAMES, per_class_iou(confusion), strict=True)},
-            'num_points': int(confusion.sum())}
+    summary = ZeroShotResult.from_confusion(confusion).to_dict()
+    return {'miou': summary['miou_pct'], 'per_class_iou': summary['per_class_iou_pct'],
+            'num_points': summary['num_samples']}
 
 
 def _labels(frame: PreparedFrame) -> NDArray[np.uint16]:

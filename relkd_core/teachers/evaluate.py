@@ -51,11 +51,12 @@ class ZeroShotResult:
                    miou=mean_iou(confusion), num_samples=int(confusion.sum()))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary in percent: ``miou_pct``, ``per_class_iou_pct`` (class name ->
-        IoU, None where undefined) and ``num_samples``."""
+        """JSON-safe summary in percent: ``miou_pct`` (None when no class occurs),
+        ``per_class_iou_pct`` (class name -> IoU, None where undefined) and ``num_samples``."""
         per_class = {name: (None if np.isnan(iou) else round(100.0 * float(iou), 2))
                      for name, iou in zip(CLASS_NAMES, self.per_class_iou, strict=True)}
-        return {'miou_pct': round(100.0 * self.miou, 2), 'per_class_iou_pct': per_class,
+        miou = None if np.isnan(self.miou) else round(100.0 * self.miou, 2)
+        return {'miou_pct': miou, 'per_class_iou_pct': per_class,
                 'num_samples': self.num_samples}
 
 
