@@ -90,6 +90,18 @@ def test_subm_conv_matches_dense_conv3d_forward_and_gradients(backend: str,
         torch.testing.assert_close(grad, reference_grad, **tolerance(dtype))
 
 
+def test_native_subm_conv_split_in_chunks_matches_dense_conv3d(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large scans run each kernel offset in chunks of pairs; shrink the chunks so that every
+    # offset of this small grid spans several of them, ragged last chunk included.
+    from relkd_core.models.sparse import native
+
+    monkeypatch.setattr(native, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(native, "_MIN_CHUNK_ROWS", 7)
+    assert native._chunk_rows(torch.zeros(1, CHANNELS_IN), torch.zeros(27, 3, 4)) == 7
+    test_subm_conv_matches_dense_conv3d_forward_and_gradients("native", 3)
+
+
 def test_down_conv_matches_dense_strided_conv3d_forward_and_gradients(backend: str) -> None:
     dtype = dtype_for(backend)
     coords = random_coords()
