@@ -9,9 +9,15 @@ Kernel maps are rebuilt in every step, as in training where every scan is new.
 Writes JSON (``--out``) with ms per step (median), peak memory of one step (growth of the
 resident set over the step, sampled every 2 ms, measured in a fresh process per backend so
 that memory kept by the allocator from earlier steps does not hide it; on CUDA the peak
-allocation) and the ratios native/spconv and
-native/minkowski, and prints a Markdown table. A backend that is not installed is recorded
-as unavailable with the reason. Run on demand, never in tests:
+allocation) and the ratios native/spconv and native/minkowski, and prints a Markdown table.
+A backend that is not installed is recorded as unavailable with the reason.
+
+It also records the *matrix-product floor* of a step: the floating-point operations of every
+matrix product in one native step (counted op by op, backward included), divided by the rate
+of one large square float32 matrix product on this machine. Every backend does these same
+products (the kernel maps are the same), so no gather–GEMM–scatter engine in float32 can take
+less; ``floor/minkowski`` says how close that floor is to a speed target. Run on demand,
+never in tests:
 
     .venv/bin/python bench/bench_sparse.py --out bench/results/sparse.json
 """
@@ -33,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from relkd_core.errors import ModelError
 from relkd_core.geometry.voxel import unique_coordinates, voxel_grid_coordinates
@@ -137,6 +144,51 @@ def train_step(model: torch.nn.Module, scan: torch.Tensor, config: StudentConfig
     return elapsed
 
 
+class MatmulFlops(TorchDispatchMode):
+    """Counts the floating-point operations (2·M·K·N each) of the matrix products run inside
+    a ``with`` block, backward included."""
+
+    _PRODUCTS = ("aten.mm.", "aten.addmm.", "aten.addmm_.", "aten.bmm.", "aten.baddbmm.")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+                           ) -> Any:
+        name = str(func)
+        if name.startswith(self._PRODUCTS):
+            first, second = args[-2:] if "addmm" in name or "baddbmm" in name else args[:2]
+            batch = first.shape[0] if first.ndim == 3 else 1
+            self.flops += 2 * batch * first.shape[-2] * first.shape[-1] * second.shape[-1]
+        return func(*args, **(kwargs or {}))
+
+
+def gemm_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """Best rate (GFLOP/s) of a square float32 matrix product of ``size`` on ``device``."""
+    first = torch.randn(size, size, device=device)
+    second = torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    best = math.inf
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        torch.mm(first, second, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def step_matmul_gflop(model: torch.nn.Module, scan: torch.Tensor, config: StudentConfig,
+                      projection: torch.Tensor, device: torch.device) -> float:
+    """GFLOP of the matrix products of one training step of ``model``."""
+    with MatmulFlops() as counter:
+        train_step(model, scan, config, projection, device)
+    return counter.flops / 1e9
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -157,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": {"variant": args.variant, "width_multiplier": args.width},
         "protocol": (f"median of {args.repeats} interleaved steps after {args.warmup} warm-up "
                      "steps; step = voxelize + forward + loss + backward, kernel maps rebuilt"),
+        "gemm_peak_gflops": round(gemm_peak_gflops(device), 1),
         "cases": [],
     }
     for target in args.voxels:
@@ -180,11 +233,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 elapsed = train_step(models[name], scan, config, projection, device)
                 if step >= args.warmup:
                     times[name].append(elapsed)
+        gflop = step_matmul_gflop(models["native"], scan, config, projection, device)
         del models, reference
         peaks = {name: _probe_memory(args, name, target) for name in runnable}
         case: dict[str, Any] = {"target_voxels": target, "voxels": num_voxels,
                                 "points": len(scan), "voxel_size_m": round(voxel_size, 5),
-                                "backends": {}, "ratios": {}}
+                                "backends": {}, "ratios": {},
+                                "matmul_gflop_per_step": round(gflop, 1),
+                                "matmul_floor_ms": round(gflop / results["gemm_peak_gflops"] * 1e3,
+                                                         1)}
         for name, reason in available.items():
             if reason is not None:
                 case["backends"][name] = {"available": False, "reason": reason}
@@ -200,6 +257,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             entry = case["backends"][other]
             case["ratios"][f"native/{other}"] = (
                 round(native["ms_per_step"] / entry["ms_per_step"], 3)
+                if entry["available"] else None
+            )
+            case["ratios"][f"floor/{other}"] = (
+                round(case["matmul_floor_ms"] / entry["ms_per_step"], 3)
                 if entry["available"] else None
             )
         results["cases"].append(case)
@@ -249,6 +310,11 @@ def markdown(results: dict[str, Any]) -> str:
             ratio = native_ms / entry["ms_per_step"]
             lines.append(f"| {case['voxels']} | {name} | {entry['ms_per_step']:.0f} | "
                          f"{entry['peak_memory_mib']:.0f} | {ratio:.2f} |")
+        floor = case["matmul_floor_ms"]
+        lines.append(f"| {case['voxels']} | matrix-product floor "
+                     f"({case['matmul_gflop_per_step']:.0f} GFLOP at "
+                     f"{results['gemm_peak_gflops']:.0f} GFLOP/s) | {floor:.0f} | | "
+                     f"{native_ms / floor:.2f} |")
     return "\n".join(lines)
 
 
