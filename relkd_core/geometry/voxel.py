@@ -15,7 +15,6 @@ data pipeline, a test) can use the part they need:
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -34,7 +33,7 @@ VoxelizationMode = Literal["cartesian", "cylindrical"]
 def voxel_grid_coordinates(
     xyz_lidar: torch.Tensor,
     voxel_size_m: float,
-    mode: VoxelizationMode = "cartesian",
+    mode: str = "cartesian",
     angular_resolution_deg: float = 1.0,
 ) -> torch.Tensor:
     """Integer grid cell of every point, shape (N, 3) int64.
@@ -58,7 +57,7 @@ def voxel_grid_coordinates(
         phi = torch.rad2deg(torch.atan2(xyz[:, 1], xyz[:, 0])) / angular_resolution_deg
         scaled = torch.stack([rho, phi, xyz[:, 2] / voxel_size_m], dim=1)
     else:
-        raise ValueError(f"mode must be 'cartesian' or 'cylindrical', got {mode!r}")
+        raise ValueError(f"mode must be 'cartesian' or 'cylindrical', got '{mode}'")
     return torch.floor(scaled).to(torch.int64)
 
 
@@ -71,25 +70,28 @@ def unique_coordinates(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     ``torch.unique(dim=0)``; an extent too large to pack raises ValueError.
     """
     if coords.ndim != 2:
-        raise ValueError(f"coords must be (N, D), got shape {tuple(coords.shape)}")
-    num_rows, num_dims = coords.shape
+        raise ValueError(f"coords must be (N, D), got shape {coords.shape}")
+    num_rows = coords.shape[0]
+    num_dims = coords.shape[1]
     if num_rows == 0:
         return coords.new_zeros((0, num_dims)), coords.new_zeros((0,))
     low = coords.min(dim=0).values
-    extent = coords.max(dim=0).values - low + 1
-    sizes = [int(s) for s in extent.tolist()]
-    if math.prod(sizes) >= 2**62:
+    sizes: list[int] = (coords.max(dim=0).values - low + 1).tolist()
+    volume = 1.0
+    for size in sizes:
+        volume *= float(size)
+    if volume >= 2.0**62:
         raise ValueError(f"coordinate extent {sizes} is too large to pack into int64 keys")
     shifted = coords - low
     keys = shifted[:, 0].clone()
     for axis in range(1, num_dims):
         keys = keys * sizes[axis] + shifted[:, axis]
     unique_keys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-    columns = []
-    for axis in reversed(range(num_dims)):
-        columns.append(unique_keys % sizes[axis])
+    columns: list[torch.Tensor] = []
+    for axis in range(num_dims - 1, -1, -1):
+        columns.insert(0, unique_keys % sizes[axis])
         unique_keys = torch.div(unique_keys, sizes[axis], rounding_mode="floor")
-    unique = torch.stack(columns[::-1], dim=1) + low
+    unique = torch.stack(columns, dim=1) + low
     return unique, inverse
 
 

@@ -12,7 +12,7 @@ from relkd_core.errors import ModelError
 from relkd_core.geometry.voxel import scatter_mean, unique_coordinates, voxel_grid_coordinates
 from relkd_core.models.config import StudentConfig
 
-__all__ = ["VoxelBatch", "voxelize_batch"]
+__all__ = ["VoxelBatch", "voxel_input_features", "voxelize_batch"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -101,7 +101,8 @@ def voxelize_batch(
         cells, inverse = unique_coordinates(grid)
         batch_column = torch.full((cells.shape[0], 1), index, dtype=torch.int64, device=target)
         coords.append(torch.cat([batch_column, cells], dim=1))
-        features.append(_voxel_features(points, inverse, cells.shape[0], config))
+        features.append(
+            voxel_input_features(points, inverse, cells.shape[0], config.input_features))
         point_to_voxel.append(inverse + voxel_offsets[-1])
         point_offsets.append(point_offsets[-1] + points.shape[0])
         voxel_offsets.append(voxel_offsets[-1] + cells.shape[0])
@@ -149,11 +150,13 @@ def _check_scans(scans: Sequence[torch.Tensor]) -> torch.device:
     return devices.pop() if devices else torch.device("cpu")
 
 
-def _voxel_features(
-    points: torch.Tensor, inverse: torch.Tensor, num_voxels: int, config: StudentConfig
+def voxel_input_features(
+    points: torch.Tensor, inverse: torch.Tensor, num_voxels: int, input_features: str
 ) -> torch.Tensor:
-    if config.input_features == "ones":
+    """(num_voxels, C) input features of one scan's voxels (``StudentConfig.input_features``)
+    from its (N, 4) xyzi ``points`` and the voxel of every point; TorchScript-compatible."""
+    if input_features == "ones":
         return points.new_ones((num_voxels, 1))
-    if config.input_features == "intensity":
+    if input_features == "intensity":
         return scatter_mean(points[:, 3:4], inverse, num_voxels)
     return scatter_mean(points, inverse, num_voxels)

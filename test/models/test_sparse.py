@@ -96,9 +96,8 @@ def test_native_subm_conv_split_in_chunks_matches_dense_conv3d(
     # offset of this small grid spans several of them, ragged last chunk included.
     from relkd_core.models.sparse import native
 
-    monkeypatch.setattr(native, "_CHUNK_BYTES", 1)
-    monkeypatch.setattr(native, "_MIN_CHUNK_ROWS", 7)
-    assert native._chunk_rows(torch.zeros(1, CHANNELS_IN), torch.zeros(27, 3, 4)) == 7
+    assert native._chunk_rows(torch.zeros(1, 96), torch.zeros(27, 96, 96)) == 4096
+    monkeypatch.setattr(native, "_chunk_rows", lambda features, weight: 7)
     test_subm_conv_matches_dense_conv3d_forward_and_gradients("native", 3)
 
 

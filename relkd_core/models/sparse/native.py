@@ -3,7 +3,7 @@
 No compiled code, so it runs wherever torch runs (CPU, CUDA) and never breaks on a new torch.
 
 - Voxels are packed into one int64 key each (mixed radix over batch, x, y, z, with a margin
-  of ``_PAD`` cells so a neighbour offset never wraps into another row or scan). Keys are sorted
+  of ``_pad()`` cells so a neighbour offset never wraps into another row or scan). Keys are sorted
   once per level and neighbours are found with ``searchsorted``.
 - A submanifold kernel map lists, per kernel offset d, the pairs (input row, output row) with
   ``input = output + d``. The pairs of -d are those of d swapped, so only half the offsets are
@@ -18,8 +18,6 @@ No compiled code, so it runs wherever torch runs (CPU, CUDA) and never breaks on
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,10 +25,27 @@ from torch.autograd.function import once_differentiable
 
 from relkd_core.models.sparse.base import SparseGeometry, check_coords
 
-__all__ = ["NativeGeometry", "build_geometry"]
+__all__ = [
+    "NativeGeometry",
+    "build_geometry",
+    "coarser_level",
+    "down_forward",
+    "grid_layout",
+    "pack_keys",
+    "sorted_keys",
+    "subm_forward",
+    "submanifold_pairs",
+    "up_forward",
+]
 
-# Cells of margin around the occupied extent in the packed keys: enough for kernels up to 5.
-_PAD = 2
+
+def _pad() -> int:
+    """Cells of margin around the occupied extent in the packed keys: enough for kernels up to 5.
+
+    (A function, not a module constant: TorchScript cannot read module-level numbers.)
+    """
+    return 2
+
 _Pair = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -51,7 +66,7 @@ class _Level:
 class _DownMap:
     child_order: torch.Tensor  # (V_l,) rows of level l, grouped by child offset k = 0..7
     parent: torch.Tensor  # (V_l,) row of level l+1 of each voxel in child_order
-    counts: tuple[int, ...]  # voxels per child offset (8 numbers)
+    counts: list[int]  # voxels per child offset (8 numbers)
 
 
 class NativeGeometry(SparseGeometry):
@@ -60,25 +75,9 @@ class NativeGeometry(SparseGeometry):
     def __init__(self, coords: torch.Tensor, num_levels: int) -> None:
         super().__init__(num_levels)
         check_coords(coords)
-        # Shift by a multiple of 2^(levels-1) so floor(c / 2^l) groups voxels as before.
-        step = 2 ** max(num_levels - 1, 0)
-        if coords.shape[0]:
-            low = torch.div(coords[:, 1:].min(dim=0).values, step, rounding_mode="floor") * step
-            high = coords[:, 1:].max(dim=0).values
-            extent = (high - low + 1).tolist()
-            num_batches = int(coords[:, 0].max()) + 1
-        else:
-            low = coords.new_zeros(3)
-            extent, num_batches = [1, 1, 1], 1
-        self._sizes = [int(e) + 2 * _PAD for e in extent]
-        if num_batches * math.prod(self._sizes) >= 2**62:
-            raise ValueError(
-                f"voxel extent {extent} × {num_batches} scans is too large for int64 keys; "
-                "use larger voxels or fewer scans per batch"
-            )
-        shifted = coords.clone()
-        shifted[:, 1:] -= low
-        self._levels: list[_Level] = [self._make_level(shifted, sort=True)]
+        shifted, self._sizes = grid_layout(coords, num_levels)
+        keys = pack_keys(shifted, self._sizes)
+        self._levels: list[_Level] = [_Level(shifted, keys, *sorted_keys(keys))]
         self._down: dict[int, _DownMap] = {}
         self._subm: dict[tuple[int, int], list[_Pair | None]] = {}
 
@@ -91,7 +90,7 @@ class NativeGeometry(SparseGeometry):
         if _needs_autograd(features, weight):
             out: torch.Tensor = _SubmConvFunction.apply(features, weight, pairs)
             return out
-        return _subm_forward(features, weight, pairs)
+        return subm_forward(features, weight, pairs)
 
     def down_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         down = self._down_map(level)
@@ -99,28 +98,16 @@ class NativeGeometry(SparseGeometry):
         if _needs_autograd(features, weight):
             out: torch.Tensor = _DownConvFunction.apply(features, weight, down, num_out)
             return out
-        return _down_forward(features, weight, down, num_out)
+        return down_forward(features, weight, down.child_order, down.parent, down.counts, num_out)
 
     def up_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         down = self._down_map(level)
         if _needs_autograd(features, weight):
             out: torch.Tensor = _UpConvFunction.apply(features, weight, down)
             return out
-        return _up_forward(features, weight, down)
+        return up_forward(features, weight, down.child_order, down.parent, down.counts)
 
-    # --- maps ---------------------------------------------------------------------------
-
-    def _make_level(self, coords: torch.Tensor, *, sort: bool) -> _Level:
-        size_x, size_y, size_z = self._sizes
-        keys = ((coords[:, 0] * size_x + coords[:, 1] + _PAD) * size_y + coords[:, 2] + _PAD)
-        keys = keys * size_z + coords[:, 3] + _PAD
-        if not sort:
-            return _Level(coords, keys, keys, None)
-        if keys.shape[0] < 2 or bool((keys[1:] > keys[:-1]).all()):
-            # Batches from voxelize_batch arrive sorted: searching needs no permutation.
-            return _Level(coords, keys, keys, None)
-        sorted_keys, order = torch.sort(keys)
-        return _Level(coords, keys, sorted_keys, order)
+    # --- maps (cached; built by the free functions below) --------------------------------
 
     def _level(self, level: int) -> _Level:
         if not 0 <= level < self.num_levels:
@@ -134,55 +121,129 @@ class NativeGeometry(SparseGeometry):
             return self._down[level]
         if not 0 <= level < self.num_levels - 1:
             raise ValueError(f"no level below {level}: the pyramid has {self.num_levels} levels")
-        fine = self._level(level).coords
-        parent_coords = fine.clone()
-        parent_coords[:, 1:] = torch.div(fine[:, 1:], 2, rounding_mode="floor")
-        parent_keys = self._make_level(parent_coords, sort=False).keys
-        unique_keys, inverse = torch.unique(parent_keys, sorted=True, return_inverse=True)
-        coarse = parent_coords.new_empty((unique_keys.shape[0], 4))
-        coarse[inverse] = parent_coords  # every parent row written by one of its children
-        child = fine[:, 1:] - 2 * parent_coords[:, 1:]
-        offset = child[:, 0] + 2 * child[:, 1] + 4 * child[:, 2]
-        child_order = torch.argsort(offset, stable=True)
-        counts = tuple(int(n) for n in torch.bincount(offset, minlength=8).tolist())
-        down = _DownMap(child_order, inverse[child_order], counts)
+        child_order, parent, counts, coarse, coarse_keys = coarser_level(
+            self._level(level).coords, self._sizes)
+        down = _DownMap(child_order, parent, counts)
         self._down[level] = down
         if len(self._levels) == level + 1:
-            # torch.unique sorted the parent keys, so the new level needs no sort of its own.
-            self._levels.append(_Level(coarse, unique_keys, unique_keys, None))
+            self._levels.append(_Level(coarse, coarse_keys, coarse_keys, None))
         return down
 
     def _subm_map(self, level: int, kernel_size: int) -> list[_Pair | None]:
         cached = self._subm.get((level, kernel_size))
         if cached is not None:
             return cached
-        if kernel_size % 2 != 1 or kernel_size > 2 * _PAD + 1:
-            raise ValueError(f"submanifold kernels must be odd and <= 5, got {kernel_size}")
         data = self._level(level)
-        volume = kernel_size**3
-        centre = volume // 2
-        pairs: list[_Pair | None] = [None] * volume
-        num_rows = data.keys.shape[0]
-        radius = kernel_size // 2
-        _, size_y, size_z = self._sizes
-        for k in range(centre):  # the mirror offset volume-1-k is -d: its pairs come free
-            dx = k % kernel_size - radius
-            dy = (k // kernel_size) % kernel_size - radius
-            dz = k // kernel_size**2 - radius
-            delta = (dx * size_y + dy) * size_z + dz
-            if num_rows == 0:
-                found = out_rows = in_rows = data.keys
-            else:
-                query = data.keys + delta
-                position = torch.searchsorted(data.sorted_keys, query).clamp_(max=num_rows - 1)
-                found_keys = data.sorted_keys[position]
-                out_rows = torch.nonzero(found_keys == query).squeeze(1)
-                found = position[out_rows]
-                in_rows = found if data.sort_order is None else data.sort_order[found]
-            pairs[k] = (in_rows, out_rows)
-            pairs[volume - 1 - k] = (out_rows, in_rows)
+        pairs = submanifold_pairs(data.keys, data.sorted_keys, data.sort_order, self._sizes,
+                                  kernel_size)
         self._subm[(level, kernel_size)] = pairs
         return pairs
+
+
+# --- kernel maps ----------------------------------------------------------------------------
+# These functions (and the forward convolutions further down) are written in the TorchScript
+# subset: the exported student (relkd_core.models.export) compiles them as they are.
+
+
+def grid_layout(coords: torch.Tensor, num_levels: int) -> tuple[torch.Tensor, list[int]]:
+    """Coordinates with the spatial columns shifted to >= 0, and the key radix per axis.
+
+    The shift is a multiple of 2^(levels-1), so ``floor(c / 2^l)`` groups voxels as before;
+    the radix (x, y, z) adds ``_pad()`` cells on each side so no neighbour offset wraps.
+    """
+    step = 1 << max(num_levels - 1, 0)
+    num_batches = 1
+    extent: list[int] = [1, 1, 1]
+    low = coords.new_zeros(3)
+    if coords.shape[0] > 0:
+        low = torch.div(coords[:, 1:].min(dim=0).values, step, rounding_mode="floor") * step
+        span: list[int] = (coords[:, 1:].max(dim=0).values - low + 1).tolist()
+        extent = span
+        num_batches = int(coords[:, 0].max()) + 1
+    sizes = [int(e) + 2 * _pad() for e in extent]
+    if float(num_batches) * float(sizes[0]) * float(sizes[1]) * float(sizes[2]) >= 2.0**62:
+        raise ValueError(
+            f"voxel extent {extent} x {num_batches} scans is too large for int64 keys; "
+            "use larger voxels or fewer scans per batch"
+        )
+    shifted = coords.clone()
+    shifted[:, 1:] -= low
+    return shifted, sizes
+
+
+def pack_keys(coords: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """One int64 key per (V, 4) shifted coordinate row, ordered as the rows sort."""
+    pad = _pad()
+    keys = (coords[:, 0] * sizes[0] + coords[:, 1] + pad) * sizes[1] + coords[:, 2] + pad
+    return keys * sizes[2] + coords[:, 3] + pad
+
+
+def sorted_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``keys`` ascending and the rows that sort them (None when already sorted).
+
+    Batches from voxelize_batch arrive sorted: searching them needs no permutation.
+    """
+    if keys.shape[0] < 2 or bool((keys[1:] > keys[:-1]).all()):
+        return keys, None
+    ordered, order = torch.sort(keys)
+    return ordered, order
+
+
+def coarser_level(
+    fine: torch.Tensor, sizes: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
+    """The next level of a pyramid, from its (V, 4) shifted coordinates ``fine``.
+
+    Returns ``child_order`` (fine rows grouped by child offset ``k = 0..7``), ``parent`` (the
+    coarse row of each of them), ``counts`` (rows per child offset), and the coarse level's
+    coordinates and keys (sorted, since ``torch.unique`` sorts them).
+    """
+    parent_coords = fine.clone()
+    parent_coords[:, 1:] = torch.div(fine[:, 1:], 2, rounding_mode="floor")
+    unique_keys, inverse = torch.unique(pack_keys(parent_coords, sizes), sorted=True,
+                                        return_inverse=True)
+    coarse = parent_coords.new_empty((unique_keys.shape[0], 4))
+    coarse[inverse] = parent_coords  # every parent row written by one of its children
+    child = fine[:, 1:] - 2 * parent_coords[:, 1:]
+    offset = child[:, 0] + 2 * child[:, 1] + 4 * child[:, 2]
+    child_order = torch.argsort(offset, stable=True)
+    counts: list[int] = torch.bincount(offset, minlength=8).tolist()
+    return child_order, inverse[child_order], counts, coarse, unique_keys
+
+
+def submanifold_pairs(
+    keys: torch.Tensor, sorted_keys: torch.Tensor, sort_order: torch.Tensor | None,
+    sizes: list[int], kernel_size: int,
+) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Kernel map of an odd ``kernel_size``: per offset k, (input rows, output rows).
+
+    The centre entry is None (the identity). The pairs of -d are those of d swapped, so only
+    half the offsets are searched.
+    """
+    if kernel_size % 2 != 1 or kernel_size > 2 * _pad() + 1:
+        raise ValueError(f"submanifold kernels must be odd and <= 5, got {kernel_size}")
+    volume = kernel_size * kernel_size * kernel_size
+    centre = volume // 2
+    pairs: list[tuple[torch.Tensor, torch.Tensor] | None] = [None for _ in range(volume)]
+    num_rows = keys.shape[0]
+    radius = kernel_size // 2
+    for k in range(centre):  # the mirror offset volume-1-k is -d: its pairs come free
+        dx = k % kernel_size - radius
+        dy = (k // kernel_size) % kernel_size - radius
+        dz = k // (kernel_size * kernel_size) - radius
+        delta = (dx * sizes[1] + dy) * sizes[2] + dz
+        in_rows = keys
+        out_rows = keys
+        if num_rows > 0:
+            query = keys + delta
+            position = torch.searchsorted(sorted_keys, query).clamp_(max=num_rows - 1)
+            out_rows = torch.nonzero(sorted_keys[position] == query).squeeze(1)
+            in_rows = position[out_rows]
+            if sort_order is not None:
+                in_rows = sort_order[in_rows]
+        pairs[k] = (in_rows, out_rows)
+        pairs[volume - 1 - k] = (out_rows, in_rows)
+    return pairs
 
 
 def _needs_autograd(features: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -192,9 +253,11 @@ def _needs_autograd(features: torch.Tensor, weight: torch.Tensor) -> bool:
 # --- submanifold convolution ------------------------------------------------------------------
 
 
-def _subm_forward(
-    features: torch.Tensor, weight: torch.Tensor, pairs: list[_Pair | None]
+def subm_forward(
+    features: torch.Tensor, weight: torch.Tensor,
+    pairs: list[tuple[torch.Tensor, torch.Tensor] | None],
 ) -> torch.Tensor:
+    """Submanifold convolution of (V, C_in) ``features`` over a kernel map (no autograd)."""
     out = features @ weight[len(pairs) // 2]
     step = _chunk_rows(features, weight)
     gathered = features.new_empty((step, features.shape[1]))
@@ -215,24 +278,22 @@ def _chunk_rows(features: torch.Tensor, weight: torch.Tensor) -> int:
     20k–60k pairs and 96–256 channels on a 2-core CPU), and the buffers shrink to one chunk.
     """
     width = max(features.shape[1], weight.shape[1], weight.shape[2], 1)
-    return max(_MIN_CHUNK_ROWS, _CHUNK_BYTES // (features.element_size() * width))
-
-
-_CHUNK_BYTES = 3 * 2**19
-_MIN_CHUNK_ROWS = 512
+    return max(512, (3 << 19) // (features.element_size() * width))
 
 
 def _chunks(
-    pairs: list[_Pair | None], step: int
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    pairs: list[tuple[torch.Tensor, torch.Tensor] | None], step: int
+) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
     """(offset k, input rows, output rows) in chunks of at most ``step`` pairs, centre excluded."""
     centre = len(pairs) // 2
-    for k, pair in enumerate(pairs):
-        if pair is None or k == centre:
-            continue
-        in_rows, out_rows = pair
-        for start in range(0, in_rows.shape[0], step):
-            yield k, in_rows[start : start + step], out_rows[start : start + step]
+    chunks: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    for k in range(len(pairs)):
+        pair = pairs[k]
+        if pair is not None and k != centre:
+            in_rows, out_rows = pair
+            for start in range(0, in_rows.shape[0], step):
+                chunks.append((k, in_rows[start : start + step], out_rows[start : start + step]))
+    return chunks
 
 
 def _add_rows(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -251,7 +312,7 @@ class _SubmConvFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(features, weight)
         ctx.pairs = pairs
-        return _subm_forward(features, weight, pairs)
+        return subm_forward(features, weight, pairs)
 
     @staticmethod
     @once_differentiable
@@ -285,16 +346,17 @@ class _SubmConvFunction(torch.autograd.Function):
 # --- strided convolution and its transpose ------------------------------------------------------
 
 
-def _grouped_mm(
-    inputs: torch.Tensor, weight: torch.Tensor, counts: tuple[int, ...]
-) -> torch.Tensor:
+def _grouped_mm(inputs: torch.Tensor, weight: torch.Tensor, counts: list[int]) -> torch.Tensor:
     """Rows grouped by kernel offset (``counts`` rows each) times their offset's weight."""
-    parts = torch.split(inputs, list(counts))
-    return torch.cat([part @ weight[k] for k, part in enumerate(parts)])
+    parts = torch.split(inputs, counts)
+    products: list[torch.Tensor] = []
+    for k in range(len(parts)):
+        products.append(parts[k] @ weight[k])
+    return torch.cat(products)
 
 
 def _grouped_weight_grad(
-    inputs: torch.Tensor, grad: torch.Tensor, counts: tuple[int, ...], like: torch.Tensor
+    inputs: torch.Tensor, grad: torch.Tensor, counts: list[int], like: torch.Tensor
 ) -> torch.Tensor:
     grad_weight = torch.zeros_like(like)
     starts = [0]
@@ -307,18 +369,24 @@ def _grouped_weight_grad(
     return grad_weight
 
 
-def _down_forward(
-    features: torch.Tensor, weight: torch.Tensor, down: _DownMap, num_out: int
+def down_forward(
+    features: torch.Tensor, weight: torch.Tensor, child_order: torch.Tensor,
+    parent: torch.Tensor, counts: list[int], num_out: int,
 ) -> torch.Tensor:
-    products = _grouped_mm(features.index_select(0, down.child_order), weight, down.counts)
+    """Stride-2 convolution over a ``coarser_level`` map (no autograd)."""
+    products = _grouped_mm(features.index_select(0, child_order), weight, counts)
     out = products.new_zeros((num_out, weight.shape[2]))
-    return _add_rows(out, down.parent, products)
+    return _add_rows(out, parent, products)
 
 
-def _up_forward(features: torch.Tensor, weight: torch.Tensor, down: _DownMap) -> torch.Tensor:
-    products = _grouped_mm(features.index_select(0, down.parent), weight, down.counts)
+def up_forward(
+    features: torch.Tensor, weight: torch.Tensor, child_order: torch.Tensor,
+    parent: torch.Tensor, counts: list[int],
+) -> torch.Tensor:
+    """Transposed stride-2 convolution over a ``coarser_level`` map (no autograd)."""
+    products = _grouped_mm(features.index_select(0, parent), weight, counts)
     out = products.new_empty((products.shape[0], weight.shape[2]))
-    out[down.child_order] = products
+    out[child_order] = products
     return out
 
 
@@ -329,7 +397,8 @@ class _DownConvFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(features, weight)
         ctx.down = down
-        return _down_forward(features, weight, down, num_out)
+        return down_forward(features, weight, down.child_order, down.parent, down.counts,
+                            num_out)
 
     @staticmethod
     @once_differentiable
@@ -357,7 +426,7 @@ class _UpConvFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(features, weight)
         ctx.down = down
-        return _up_forward(features, weight, down)
+        return up_forward(features, weight, down.child_order, down.parent, down.counts)
 
     @staticmethod
     @once_differentiable
