@@ -66,6 +66,7 @@ setup(
             'relkd-eval = relkd_core.cli.eval:main',
             'relkd-bench = relkd_core.cli.bench:main',
             'relkd-label = relkd_core.cli.label:main',
+            'relkd-export = relkd_core.cli.export:main',
             # The ROS 2 shell: `ros2 run relkd_ros segment_node` after colcon, `relkd-segment`
             # after pip; both need rclpy.
             'segment_node = relkd_ros.segment_node:main',

@@ -5,7 +5,8 @@ independent) into a TorchScript module whose ``forward(points)`` takes one (N, 4
 ``x, y, z, intensity`` scan and returns the (N, D) per-point features the eager model gives for
 ``model(voxelize_batch([points], config))`` in eval mode: voxelization, kernel maps and
 devoxelization are inside. With a ``head`` (the distilled student's projection) D is the
-teacher's dimension, otherwise the backbone's ``out_dim``.
+teacher's dimension and the rows are L2-normalised, as ``scan_features(..., head=True)``;
+otherwise D is the backbone's ``out_dim``.
 
 - Every batch norm is folded into the convolution before it (eval-mode running statistics),
   so the file holds one weight and one bias per convolution and nothing trains.
@@ -14,21 +15,32 @@ teacher's dimension, otherwise the backbone's ``out_dim``.
   exported file computes what the eager model computes, not a copy of it.
 
 Load it with ``torch.jit.load(path)`` in Python or ``torch::jit::load(path)`` in C++ (libtorch);
-``relkd-export`` writes one from a checkpoint.
+``relkd-export`` writes one from a checkpoint (:func:`export_checkpoint`), with a JSON file
+``relkd.json`` inside the archive: the teacher, the student config, and the stored vocabulary
+with its text embeddings, so a consumer can label points (highest dot product with a text
+row) without relkd.
 """
 
 # No ``from __future__ import annotations``: TorchScript reads the class-level buffer
 # annotations below as objects, not strings.
 
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional
 
+from relkd_core.config import config_to_dict
 from relkd_core.errors import ModelError
 from relkd_core.geometry.voxel import unique_coordinates, voxel_grid_coordinates
-from relkd_core.models.batch import voxel_input_features
+from relkd_core.models.batch import voxel_input_features, voxelize_batch
+from relkd_core.models.distilled import StudentCheckpoint
 from relkd_core.models.minkunet import (
     NUM_LEVELS,
     BasicBlock,
@@ -38,7 +50,17 @@ from relkd_core.models.minkunet import (
 )
 from relkd_core.models.sparse import native
 
-__all__ = ["ScriptedStudent", "script_student"]
+__all__ = [
+    "EXTRA_FILE",
+    "ExportReport",
+    "ScriptedStudent",
+    "export_checkpoint",
+    "read_export_metadata",
+    "script_student",
+]
+
+EXTRA_FILE = "relkd.json"
+EXPORT_FORMAT = "relkd-torchscript/1"
 
 _Pairs = list[tuple[torch.Tensor, torch.Tensor] | None]
 _Down = tuple[torch.Tensor, torch.Tensor, list[int]]
@@ -219,7 +241,7 @@ class ScriptedStudent(nn.Module):
         if self.normalize_output:
             out = functional.normalize(out, p=2.0, dim=1)
         if self.head is not None:
-            out = self.head(out, pairs[0])
+            out = functional.normalize(self.head(out, pairs[0]), p=2.0, dim=1)
         return out
 
 
@@ -233,8 +255,88 @@ def script_student(model: MinkUNet, head: nn.Linear | None = None) -> torch.jit.
     return scripted.eval()
 
 
-def save_scripted(module: torch.jit.ScriptModule, path: Path) -> None:
-    """Write ``module`` to ``path`` atomically (a crash never leaves half a file)."""
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_checkpoint` wrote and how closely the file matches the model."""
+
+    path: Path
+    out_dim: int
+    check_points: int
+    max_abs_difference: float
+    eager_ms: float
+    scripted_ms: float
+
+
+def export_checkpoint(checkpoint: StudentCheckpoint, path: Path, *, head: bool = True,
+                      check_points: int = 20_000) -> ExportReport:
+    """Write the TorchScript form of a checkpoint's student to ``path`` (atomically).
+
+    Then load the file back and run it and the eager model on one synthetic scan of
+    ``check_points`` points: the report gives the largest difference and both run times
+    (after two warm-up calls each).
+    """
+    model = checkpoint.build_model("cpu")
+    scripted = script_student(model.backbone, model.head if head else None)
+    vocabulary = checkpoint.vocabulary or {}
+    embeddings = checkpoint.text_embeddings
+    meta = {
+        "format": EXPORT_FORMAT,
+        "features": "teacher" if head else "backbone",
+        "teacher_id": checkpoint.teacher_id,
+        "teacher_dim": checkpoint.teacher_dim,
+        "student_config": config_to_dict(checkpoint.student_config),
+        "vocabulary": list(vocabulary.get("names", [])),
+        "text_embeddings": embeddings.tolist() if embeddings is not None and head else None,
+        "code_version": checkpoint.code_version,
+    }
     tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(module, str(tmp))
+    torch.jit.save(scripted, str(tmp), _extra_files={EXTRA_FILE: json.dumps(meta)})
     tmp.replace(path)
+    loaded = torch.jit.load(str(path))
+    scan = _check_scan(check_points)
+
+    def eager() -> torch.Tensor:
+        batch = voxelize_batch([scan], checkpoint.student_config)
+        if not head:
+            out: torch.Tensor = model.backbone(batch)
+            return out
+        return functional.normalize(model(batch), dim=1)
+
+    with torch.no_grad():
+        reference, eager_ms = _timed(eager)
+        exported, scripted_ms = _timed(lambda: loaded(scan))
+    difference = float((exported - reference).abs().max()) if len(scan) else 0.0
+    return ExportReport(path, int(exported.shape[1]), len(scan), difference, eager_ms,
+                        scripted_ms)
+
+
+def _timed(run: Callable[[], torch.Tensor], warmup: int = 2) -> tuple[torch.Tensor, float]:
+    """The output of ``run`` and its time in ms after ``warmup`` calls (TorchScript optimises
+    a graph during its first calls)."""
+    for _ in range(warmup):
+        run()
+    start = time.perf_counter()
+    out = run()
+    return out, (time.perf_counter() - start) * 1e3
+
+
+def read_export_metadata(path: Path) -> dict[str, Any]:
+    """The ``relkd.json`` stored in an exported file."""
+    files = {EXTRA_FILE: ""}
+    torch.jit.load(str(path), _extra_files=files)
+    meta: dict[str, Any] = json.loads(files[EXTRA_FILE])
+    return meta
+
+
+def _check_scan(num_points: int) -> torch.Tensor:
+    """A fixed street-like scan: ground ring, two walls, intensity in [0, 1)."""
+    generator = torch.Generator().manual_seed(0)
+    angle = torch.rand(num_points, generator=generator) * 2 * math.pi
+    radius = 2.0 + 40.0 * torch.rand(num_points, generator=generator) ** 2
+    xyz = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle),
+                       torch.full((num_points,), -1.7)], dim=1)
+    wall = torch.rand(num_points, generator=generator) < 0.3
+    xyz[wall, 1] = torch.where(xyz[wall, 1] > 0, 8.0, -8.0)
+    xyz[wall, 2] = -1.7 + 4.0 * torch.rand(int(wall.sum()), generator=generator)
+    intensity = torch.rand(num_points, 1, generator=generator)
+    return torch.cat([xyz, intensity], dim=1).float()
