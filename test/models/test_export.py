@@ -1,0 +1,153 @@
+"""TorchScript export: the scripted student computes what the eager one does, with no relkd."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import torch
+
+from relkd_core.cli.export import main as export_main
+from relkd_core.errors import ModelError
+from relkd_core.models import StudentConfig, build_student, voxelize_batch
+from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, save_checkpoint
+from relkd_core.models.export import read_export_metadata, script_student
+from relkd_core.models.minkunet import MinkUNet
+
+ConfigFactory = Callable[..., StudentConfig]
+ScanFactory = Callable[..., torch.Tensor]
+
+
+Model = TypeVar("Model", bound=torch.nn.Module)
+
+
+def _with_running_statistics(model: Model) -> Model:
+    """Batch norms with non-trivial statistics and affine parameters, so folding is tested."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            size = module.num_features
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("overrides", [
+    {"voxelization": "cartesian", "stem_kernel_size": 5, "input_features": "xyzi"},
+    {"voxelization": "cylindrical", "voxel_size_m": 0.3, "variant": "18"},
+    {"input_features": "ones", "normalize_output": False},
+])
+def test_scripted_student_matches_the_eager_model(overrides: dict[str, object],
+                                                  make_config: ConfigFactory,
+                                                  make_scan: ScanFactory) -> None:
+    config = make_config(**overrides)
+    model = _with_running_statistics(build_student(config))
+    scripted = script_student(model)
+    for seed, size in ((0, 3000), (1, 700)):  # two scans: nothing of the first is baked in
+        scan = make_scan(size, seed=seed)
+        with torch.no_grad():
+            reference = model(voxelize_batch([scan], config))
+        out = scripted(scan)
+        assert out.shape == (size, config.out_dim)
+        torch.testing.assert_close(out, reference, atol=2e-5, rtol=1e-4)
+
+
+def test_scripted_head_gives_unit_teacher_space_rows(make_config: ConfigFactory,
+                                                     make_scan: ScanFactory) -> None:
+    config = make_config()
+    student = DistilledStudent(config, teacher_dim=12)
+    _with_running_statistics(student)
+    scan = make_scan(2000)
+    with torch.no_grad():
+        reference = torch.nn.functional.normalize(student(voxelize_batch([scan], config)), dim=1)
+    out = script_student(student.backbone, student.head)(scan)
+    torch.testing.assert_close(out, reference, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(len(scan)))
+
+
+def test_scripted_student_handles_empty_and_bad_scans(make_config: ConfigFactory,
+                                                      make_scan: ScanFactory) -> None:
+    scripted = script_student(_with_running_statistics(build_student(make_config())))
+    assert scripted(torch.zeros((0, 4))).shape == (0, 8)
+    assert scripted(make_scan(1)).shape == (1, 8)
+    bad = make_scan(10)
+    bad[3, 1] = float("nan")
+    with pytest.raises(torch.jit.Error, match="NaN or infinite"):
+        scripted(bad)
+    with pytest.raises(torch.jit.Error, match=r"must be \(N, 4\) float32"):
+        scripted(torch.zeros((5, 3)))
+    with pytest.raises(torch.jit.Error, match=r"must be \(N, 4\) float32"):
+        scripted(torch.zeros((5, 4), dtype=torch.float64))
+    with pytest.raises(ModelError, match="expects a MinkUNet"):
+        script_student(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+def _checkpoint_file(path: Path, config: StudentConfig) -> tuple[Path, DistilledStudent]:
+    student = _with_running_statistics(DistilledStudent(config, teacher_dim=12))
+    assert isinstance(student.backbone, MinkUNet)
+    checkpoint = StudentCheckpoint(
+        student_config=config, teacher_id="synthetic-abc", teacher_dim=12,
+        state_dict=student.state_dict(),
+        vocabulary={"names": ["car", "road"], "prompts": [["car"], ["road"]], "labels": [4, 11]},
+        text_embeddings=torch.eye(2, 12), step=7)
+    save_checkpoint(path, checkpoint)
+    return path, student
+
+
+def test_relkd_export_writes_a_file_that_runs_without_relkd(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], make_config: ConfigFactory,
+        make_scan: ScanFactory) -> None:
+    checkpoint, student = _checkpoint_file(tmp_path / "student.pt", make_config())
+    out = tmp_path / "student.torchscript"
+    assert export_main(["--checkpoint", str(checkpoint), "--out", str(out),
+                        "--check-points", "3000"]) == 0
+    printed = capsys.readouterr().out
+    assert "-> (N, 12) features" in printed
+    difference = float(printed.split("eager model is ")[1].split()[0])
+    assert difference < 1e-4
+    meta = read_export_metadata(out)
+    assert meta["format"] == "relkd-torchscript/1" and meta["features"] == "teacher"
+    assert meta["teacher_id"] == "synthetic-abc" and meta["vocabulary"] == ["car", "road"]
+    torch.testing.assert_close(torch.tensor(meta["text_embeddings"]), torch.eye(2, 12))
+    assert meta["student_config"]["variant"] == "14"
+    # A fresh interpreter that never imports relkd: only torch and the file.
+    scan = make_scan(1500, seed=3)
+    torch.save(scan, tmp_path / "scan.pt")
+    script = (
+        "import sys, torch\n"
+        f"module = torch.jit.load({str(out)!r})\n"
+        f"features = module(torch.load({str(tmp_path / 'scan.pt')!r}))\n"
+        f"torch.save(features, {str(tmp_path / 'features.pt')!r})\n"
+        "assert not any(name.startswith('relkd') for name in sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-I", "-c", script], check=True, timeout=120)
+    with torch.no_grad():
+        reference = torch.nn.functional.normalize(
+            student(voxelize_batch([scan], student.config)), dim=1)
+    torch.testing.assert_close(torch.load(tmp_path / "features.pt"), reference, atol=2e-5,
+                               rtol=1e-4)
+
+
+def test_relkd_export_backbone_only_and_refusals(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], make_config: ConfigFactory,
+        make_scan: ScanFactory) -> None:
+    checkpoint, _ = _checkpoint_file(tmp_path / "student.pt", make_config())
+    out = tmp_path / "backbone.torchscript"
+    assert export_main(["--checkpoint", str(checkpoint), "--out", str(out), "--backbone-only",
+                        "--check-points", "500"]) == 0
+    assert read_export_metadata(out)["features"] == "backbone"
+    assert torch.jit.load(str(out))(make_scan(400)).shape == (400, 8)
+    capsys.readouterr()
+    assert export_main(["--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert export_main(["--checkpoint", str(tmp_path / "missing.pt"),
+                        "--out", str(tmp_path / "x.torchscript")]) == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.torchscript").exists()
