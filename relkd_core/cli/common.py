@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from relkd_core.errors import RelkdError
 
@@ -38,6 +39,16 @@ def setup_logging(verbose: bool = False) -> None:
     """Configure the root logger once, at the entry point."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s', stream=sys.stderr)
+
+
+def check_new_output(out: Path, overwrite: bool) -> None:
+    """Raise UsageError unless ``--out`` may be written: new (or ``overwrite``), in a folder
+    that exists."""
+    if out.exists() and not overwrite:
+        raise UsageError(f'--out {out} already exists; choose a new path or pass --overwrite')
+    parent = out.parent if str(out.parent) else Path('.')
+    if not parent.is_dir():
+        raise UsageError(f'--out {out}: folder {parent} does not exist')
 
 
 def run(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int],

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from relkd_core.cli.common import EXIT_OK, UsageError, positive_int, run
+from relkd_core.cli.common import EXIT_OK, check_new_output, positive_int, run
 from relkd_core.models.distilled import load_checkpoint
 from relkd_core.models.export import export_checkpoint
 
@@ -40,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.overwrite:
-        raise UsageError(f'--out {args.out} already exists; choose a new path or pass '
-                         '--overwrite')
-    parent = args.out.parent if str(args.out.parent) else Path('.')
-    if not parent.is_dir():
-        raise UsageError(f'--out {args.out}: folder {parent} does not exist')
+    check_new_output(args.out, args.overwrite)
     checkpoint = load_checkpoint(args.checkpoint)
     report = export_checkpoint(checkpoint, args.out, head=not args.backbone_only,
                                check_points=args.check_points)

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from relkd_core.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, run
+from relkd_core.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, check_new_output, run
 from relkd_core.data.bag import bag_topics, open_bags
 from relkd_core.data.preset import load_preset
 from relkd_core.errors import BagError, ConfigError
@@ -119,12 +119,7 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise UsageError(f'--checkpoint {args.checkpoint}: no such file')
     if not args.bag.exists():
         raise UsageError(f'--bag {args.bag}: no such bag')
-    if args.out.exists() and not args.overwrite:
-        raise UsageError(f'--out {args.out} already exists; choose a new path or pass '
-                         '--overwrite')
-    parent = args.out.parent if str(args.out.parent) else Path('.')
-    if not parent.is_dir():
-        raise UsageError(f'--out {args.out}: folder {parent} does not exist')
+    check_new_output(args.out, args.overwrite)
 
 
 def format_report(report: LabelBagReport) -> str:

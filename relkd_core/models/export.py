@@ -46,7 +46,10 @@ from relkd_core.models.minkunet import (
     BasicBlock,
     BatchNorm,
     MinkUNet,
+    Stage,
+    StridedConv,
     SubmanifoldConv,
+    TransposedConv,
 )
 from relkd_core.models.sparse import native
 
@@ -121,49 +124,34 @@ class _Block(nn.Module):
         return functional.relu(out + residual)
 
 
-class _Encoder(nn.Module):
-    """Stride-2 convolution (batch norm folded), ReLU, then the stage's blocks."""
+class _Stage(nn.Module):
+    """A stride-2 convolution or its transpose (batch norm folded), ReLU, the skip
+    concatenation (decoder), then the stage's blocks."""
 
     weight: torch.Tensor
     bias: torch.Tensor
 
-    def __init__(self, model: MinkUNet, stage: int) -> None:
+    def __init__(self, conv: StridedConv | TransposedConv, norm: BatchNorm, blocks: Stage
+                 ) -> None:
         super().__init__()
-        conv = getattr(model, f"conv{stage + 1}p{2**stage}s2")
-        weight, bias = _fold(conv.weight, getattr(model, f"bn{stage + 1}"))
+        weight, bias = _fold(conv.weight, norm)
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
-        self.blocks = nn.ModuleList(_Block(b) for b in getattr(model, f"block{stage + 1}"))
+        self.transposed = isinstance(conv, TransposedConv)
+        self.blocks = nn.ModuleList(_Block(block) for block in blocks
+                                    if isinstance(block, BasicBlock))
 
-    def forward(self, features: torch.Tensor, down: _Down, num_out: int,
-                pairs: _Pairs) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, skip: torch.Tensor | None, down: _Down,
+                num_out: int, pairs: _Pairs) -> torch.Tensor:
         child_order, parent, counts = down
-        out = native.down_forward(features, self.weight, child_order, parent, counts, num_out)
+        if self.transposed:
+            out = native.up_forward(features, self.weight, child_order, parent, counts)
+        else:
+            out = native.down_forward(features, self.weight, child_order, parent, counts,
+                                      num_out)
         out = functional.relu(out + self.bias)
-        for block in self.blocks:
-            out = block(out, pairs)
-        return out
-
-
-class _Decoder(nn.Module):
-    """Transposed convolution (batch norm folded), ReLU, skip concatenation, the blocks."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-
-    def __init__(self, model: MinkUNet, stage: int) -> None:
-        super().__init__()
-        conv = getattr(model, f"convtr{stage}p{2 ** (8 - stage)}s2")
-        weight, bias = _fold(conv.weight, getattr(model, f"bntr{stage}"))
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", bias)
-        self.blocks = nn.ModuleList(_Block(b) for b in getattr(model, f"block{stage + 1}"))
-
-    def forward(self, features: torch.Tensor, skip: torch.Tensor, down: _Down,
-                pairs: _Pairs) -> torch.Tensor:
-        child_order, parent, counts = down
-        out = native.up_forward(features, self.weight, child_order, parent, counts)
-        out = torch.cat([functional.relu(out + self.bias), skip], dim=1)
+        if skip is not None:
+            out = torch.cat([out, skip], dim=1)
         for block in self.blocks:
             out = block(out, pairs)
         return out
@@ -184,8 +172,14 @@ class ScriptedStudent(nn.Module):
         self.num_levels = NUM_LEVELS
         self.out_dim = int(config.out_dim) if head is None else int(head.out_features)
         self.stem = _Subm(*_fold(model.conv0p1s1.weight, model.bn0))
-        self.encoders = nn.ModuleList(_Encoder(model, stage) for stage in range(4))
-        self.decoders = nn.ModuleList(_Decoder(model, stage) for stage in range(4, 8))
+        self.encoders = nn.ModuleList(
+            _Stage(getattr(model, f"conv{stage + 1}p{2**stage}s2"),
+                   getattr(model, f"bn{stage + 1}"), getattr(model, f"block{stage + 1}"))
+            for stage in range(4))
+        self.decoders = nn.ModuleList(
+            _Stage(getattr(model, f"convtr{stage}p{2 ** (8 - stage)}s2"),
+                   getattr(model, f"bntr{stage}"), getattr(model, f"block{stage + 1}"))
+            for stage in range(4, 8))
         self.final = _Subm(*_fold(model.final.weight, None, model.final.bias))
         self.head: _Subm | None = None
         if head is not None:
@@ -232,11 +226,13 @@ class ScriptedStudent(nn.Module):
         out = functional.relu(self.stem(features, stem_pairs))
         skips = [out]
         for level, encoder in enumerate(self.encoders):
-            out = encoder(out, downs[level], level_coords[level + 1].shape[0], pairs[level + 1])
+            out = encoder(out, None, downs[level], level_coords[level + 1].shape[0],
+                          pairs[level + 1])
             skips.append(out)
         for index, decoder in enumerate(self.decoders):
             level = self.num_levels - 2 - index
-            out = decoder(out, skips[level], downs[level], pairs[level])
+            out = decoder(out, skips[level], downs[level], level_coords[level].shape[0],
+                          pairs[level])
         out = self.final(out, pairs[0])
         if self.normalize_output:
             out = functional.normalize(out, p=2.0, dim=1)
