@@ -60,6 +60,9 @@ demo: install
 	@if [ -d $(DEMO_OUT)/labeled_val ]; then echo "reusing $(DEMO_OUT)/labeled_val"; \
 	else $(BIN)/relkd-label --checkpoint $(DEMO_OUT)/train_relational/student.pt \
 		--bag $(DEMO_OUT)/synth_nuscenes_val --out $(DEMO_OUT)/labeled_val; fi
+	@if [ -f $(DEMO_OUT)/student.torchscript ]; then echo "reusing $(DEMO_OUT)/student.torchscript"; \
+	else $(BIN)/relkd-export --checkpoint $(DEMO_OUT)/train_relational/student.pt \
+		--out $(DEMO_OUT)/student.torchscript; fi
 	@$(BIN)/python scripts/demo_summary.py $(DEMO_OUT)
 
 bench: install

@@ -78,6 +78,9 @@ def summary(root: Path) -> list[str]:
     if (root / 'labeled_val').is_dir():
         lines.append(f"  labeled bag  {root / 'labeled_val'} (replay it with relkd-play and "
                      'RViz: config/relkd.rviz)')
+    if (root / 'student.torchscript').is_file():
+        lines.append(f"  exported     {root / 'student.torchscript'} (TorchScript: "
+                     'torch.jit.load(path)(points) without relkd, or libtorch from C++)')
     for name in ('eval_zero_shot', 'eval_linear_probe'):
         if (root / name / 'report.html').is_file():
             lines.append(f'  report       {root / name / "report.html"}')
