@@ -33,6 +33,7 @@ from torch import nn
 from relkd_core.atomic import write_atomic
 from relkd_core.config import config_from_dict, config_to_dict
 from relkd_core.errors import CheckpointError, ConfigError
+from relkd_core.geometry.voxel import devoxelize
 from relkd_core.models.batch import VoxelBatch, voxelize_batch
 from relkd_core.models.config import StudentConfig
 from relkd_core.models.minkunet import build_student
@@ -89,7 +90,11 @@ def scan_features(model: DistilledStudent, scans: list[torch.Tensor], *,
         return []
     batch = voxelize_batch(scans, model.config, device=target)
     if head:
-        features = nn.functional.normalize(model(batch).float(), dim=1)
+        # Head and normalisation per voxel, then devoxelized: the points of a voxel share its
+        # row, so this equals model(batch) normalised per point, with voxels ≪ points rows.
+        voxels = model.head(model.backbone.forward_voxels(batch))
+        features = devoxelize(nn.functional.normalize(voxels.float(), dim=1),
+                              batch.point_to_voxel)
     else:
         features = model.backbone(batch).float()
     return batch.split_points(features)
