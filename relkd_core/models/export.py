@@ -71,20 +71,25 @@ _Down = tuple[torch.Tensor, torch.Tensor, list[int]]
 
 def _fold(weight: torch.Tensor, norm: BatchNorm | None,
           bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K³, C_in, C_out) weight and (C_out,) bias of a convolution followed by ``norm``."""
-    weight = weight.detach().clone()
-    out_bias = bias.detach().clone() if bias is not None else weight.new_zeros(weight.shape[2])
+    """(K³, C_in, C_out) weight and (C_out,) bias of a convolution followed by ``norm``, as
+    new CPU tensors (the model itself is left where it is)."""
+    weight = _cpu_copy(weight)
+    out_bias = _cpu_copy(bias) if bias is not None else weight.new_zeros(weight.shape[2])
     if norm is None:
         return weight, out_bias
     if norm.running_mean is None or norm.running_var is None:
         raise ModelError("cannot fold a batch norm without running statistics")
-    scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
+    scale = torch.rsqrt(_cpu_copy(norm.running_var) + norm.eps)
     if norm.weight is not None:
-        scale = scale * norm.weight.detach()
-    shift = -norm.running_mean.detach() * scale
+        scale = scale * _cpu_copy(norm.weight)
+    shift = -_cpu_copy(norm.running_mean) * scale
     if norm.bias is not None:
-        shift = shift + norm.bias.detach()
+        shift = shift + _cpu_copy(norm.bias)
     return weight * scale, out_bias * scale + shift
+
+
+def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True)
 
 
 class _Subm(nn.Module):
@@ -183,8 +188,7 @@ class ScriptedStudent(nn.Module):
         self.final = _Subm(*_fold(model.final.weight, None, model.final.bias))
         self.head: _Subm | None = None
         if head is not None:
-            head_bias = head.bias.detach() if head.bias is not None else None
-            self.head = _Subm(*_fold(head.weight.detach().T[None], None, head_bias))
+            self.head = _Subm(*_fold(head.weight.T[None], None, head.bias))
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 4) float32 xyzi -> (N, out_dim) float32 per-point features."""
@@ -242,12 +246,12 @@ class ScriptedStudent(nn.Module):
 
 
 def script_student(model: MinkUNet, head: nn.Linear | None = None) -> torch.jit.ScriptModule:
-    """The TorchScript form of ``model`` (+ ``head``), on CPU; see the module doc."""
+    """The TorchScript form of ``model`` (+ ``head``), on CPU (``.to(device)`` moves it);
+    ``model`` itself is not changed. See the module doc."""
     if not isinstance(model, MinkUNet):
         raise ModelError(f"script_student expects a MinkUNet, got {type(model).__name__}")
-    cpu = model.to("cpu")
     with torch.no_grad():
-        scripted: torch.jit.ScriptModule = torch.jit.script(ScriptedStudent(cpu, head))
+        scripted: torch.jit.ScriptModule = torch.jit.script(ScriptedStudent(model, head))
     return scripted.eval()
 
 
