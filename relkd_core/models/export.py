@@ -36,18 +36,19 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from relkd_core.atomic import write_atomic
 from relkd_core.config import config_to_dict
 from relkd_core.errors import ModelError
 from relkd_core.geometry.voxel import unique_coordinates, voxel_grid_coordinates
-from relkd_core.models.batch import voxel_input_features, voxelize_batch
-from relkd_core.models.distilled import StudentCheckpoint
+from relkd_core.models.batch import voxel_input_features
+from relkd_core.models.distilled import StudentCheckpoint, scan_features
 from relkd_core.models.minkunet import (
     NUM_LEVELS,
     BasicBlock,
     BatchNorm,
     MinkUNet,
     Stage,
-    StridedConv,
+    Stride2Conv,
     SubmanifoldConv,
     TransposedConv,
 )
@@ -65,7 +66,6 @@ __all__ = [
 EXTRA_FILE = "relkd.json"
 EXPORT_FORMAT = "relkd-torchscript/1"
 
-_Pairs = list[tuple[torch.Tensor, torch.Tensor] | None]
 _Down = tuple[torch.Tensor, torch.Tensor, list[int]]
 
 
@@ -103,7 +103,7 @@ class _Subm(nn.Module):
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
 
-    def forward(self, features: torch.Tensor, pairs: _Pairs) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, pairs: native.KernelMap) -> torch.Tensor:
         if self.weight.shape[0] == 1:
             return torch.addmm(self.bias, features, self.weight[0])
         return native.subm_forward(features, self.weight, pairs) + self.bias
@@ -122,7 +122,7 @@ class _Block(nn.Module):
             assert isinstance(conv, SubmanifoldConv) and isinstance(norm, BatchNorm)
             self.projection = _Subm(*_fold(conv.weight, norm))
 
-    def forward(self, features: torch.Tensor, pairs: _Pairs) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, pairs: native.KernelMap) -> torch.Tensor:
         out = functional.relu(self.conv1(features, pairs))
         out = self.conv2(out, pairs)
         residual = features if self.projection is None else self.projection(features, pairs)
@@ -136,7 +136,7 @@ class _Stage(nn.Module):
     weight: torch.Tensor
     bias: torch.Tensor
 
-    def __init__(self, conv: StridedConv | TransposedConv, norm: BatchNorm, blocks: Stage
+    def __init__(self, conv: Stride2Conv, norm: BatchNorm, blocks: Stage
                  ) -> None:
         super().__init__()
         weight, bias = _fold(conv.weight, norm)
@@ -147,7 +147,7 @@ class _Stage(nn.Module):
                                     if isinstance(block, BasicBlock))
 
     def forward(self, features: torch.Tensor, skip: torch.Tensor | None, down: _Down,
-                num_out: int, pairs: _Pairs) -> torch.Tensor:
+                num_out: int, pairs: native.KernelMap) -> torch.Tensor:
         child_order, parent, counts = down
         if self.transposed:
             out = native.up_forward(features, self.weight, child_order, parent, counts)
@@ -218,15 +218,15 @@ class ScriptedStudent(nn.Module):
             downs.append((child_order, parent, counts))
             level_coords.append(coarse)
             level_keys.append(coarse_keys)
-        pairs: list[_Pairs] = []
-        for keys in level_keys:
-            sorted_keys, order = native.sorted_keys(keys)
-            pairs.append(native.submanifold_pairs(keys, sorted_keys, order, sizes, 3))
+        # Level 0 is searched through its sort; coarser levels come sorted from torch.unique.
+        level0_sorted, level0_order = native.sort_keys(level_keys[0])
+        pairs = [native.submanifold_pairs(level_keys[0], level0_sorted, level0_order, sizes, 3)]
+        for keys in level_keys[1:]:
+            pairs.append(native.submanifold_pairs(keys, keys, None, sizes, 3))
         stem_pairs = pairs[0]
         if self.stem_kernel_size != 3:
-            sorted_keys, order = native.sorted_keys(level_keys[0])
-            stem_pairs = native.submanifold_pairs(level_keys[0], sorted_keys, order, sizes,
-                                                  self.stem_kernel_size)
+            stem_pairs = native.submanifold_pairs(level_keys[0], level0_sorted, level0_order,
+                                                  sizes, self.stem_kernel_size)
         out = functional.relu(self.stem(features, stem_pairs))
         skips = [out]
         for level, encoder in enumerate(self.encoders):
@@ -271,9 +271,9 @@ def export_checkpoint(checkpoint: StudentCheckpoint, path: Path, *, head: bool =
                       check_points: int = 20_000) -> ExportReport:
     """Write the TorchScript form of a checkpoint's student to ``path`` (atomically).
 
-    Then load the file back and run it and the eager model on one synthetic scan of
-    ``check_points`` points: the report gives the largest difference and both run times
-    (after two warm-up calls each).
+    Then load the file back and run it and the eager path (``scan_features``) on one
+    synthetic scan of ``check_points`` points: the report gives the largest difference and
+    both run times (after two warm-up calls each).
     """
     model = checkpoint.build_model("cpu")
     scripted = script_student(model.backbone, model.head if head else None)
@@ -289,21 +289,12 @@ def export_checkpoint(checkpoint: StudentCheckpoint, path: Path, *, head: bool =
         "text_embeddings": embeddings.tolist() if embeddings is not None and head else None,
         "code_version": checkpoint.code_version,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(scripted, str(tmp), _extra_files={EXTRA_FILE: json.dumps(meta)})
-    tmp.replace(path)
+    write_atomic(path, lambda stream: torch.jit.save(
+        scripted, stream, _extra_files={EXTRA_FILE: json.dumps(meta)}))
     loaded = torch.jit.load(str(path))
     scan = _check_scan(check_points)
-
-    def eager() -> torch.Tensor:
-        batch = voxelize_batch([scan], checkpoint.student_config)
-        if not head:
-            out: torch.Tensor = model.backbone(batch)
-            return out
-        return functional.normalize(model(batch), dim=1)
-
     with torch.no_grad():
-        reference, eager_ms = _timed(eager)
+        reference, eager_ms = _timed(lambda: scan_features(model, [scan], head=head)[0])
         exported, scripted_ms = _timed(lambda: loaded(scan))
     difference = float((exported - reference).abs().max()) if len(scan) else 0.0
     return ExportReport(path, int(exported.shape[1]), len(scan), difference, eager_ms,

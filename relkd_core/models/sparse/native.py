@@ -26,13 +26,14 @@ from torch.autograd.function import once_differentiable
 from relkd_core.models.sparse.base import SparseGeometry, check_coords
 
 __all__ = [
+    "KernelMap",
     "NativeGeometry",
     "build_geometry",
     "coarser_level",
     "down_forward",
     "grid_layout",
     "pack_keys",
-    "sorted_keys",
+    "sort_keys",
     "subm_forward",
     "submanifold_pairs",
     "up_forward",
@@ -46,7 +47,8 @@ def _pad() -> int:
     """
     return 2
 
-_Pair = tuple[torch.Tensor, torch.Tensor]
+# A kernel map: per kernel offset, (input rows, output rows), None for the centre (identity).
+KernelMap = list[tuple[torch.Tensor, torch.Tensor] | None]
 
 
 def build_geometry(coords: torch.Tensor, num_levels: int) -> NativeGeometry:
@@ -77,9 +79,9 @@ class NativeGeometry(SparseGeometry):
         check_coords(coords)
         shifted, self._sizes = grid_layout(coords, num_levels)
         keys = pack_keys(shifted, self._sizes)
-        self._levels: list[_Level] = [_Level(shifted, keys, *sorted_keys(keys))]
+        self._levels: list[_Level] = [_Level(shifted, keys, *sort_keys(keys))]
         self._down: dict[int, _DownMap] = {}
-        self._subm: dict[tuple[int, int], list[_Pair | None]] = {}
+        self._subm: dict[tuple[int, int], KernelMap] = {}
 
     def num_voxels(self, level: int) -> int:
         return int(self._level(level).coords.shape[0])
@@ -129,7 +131,7 @@ class NativeGeometry(SparseGeometry):
             self._levels.append(_Level(coarse, coarse_keys, coarse_keys, None))
         return down
 
-    def _subm_map(self, level: int, kernel_size: int) -> list[_Pair | None]:
+    def _subm_map(self, level: int, kernel_size: int) -> KernelMap:
         cached = self._subm.get((level, kernel_size))
         if cached is not None:
             return cached
@@ -178,7 +180,7 @@ def pack_keys(coords: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     return keys * sizes[2] + coords[:, 3] + pad
 
 
-def sorted_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sort_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``keys`` ascending and the rows that sort them (None when already sorted).
 
     Batches from voxelize_batch arrive sorted: searching them needs no permutation.
@@ -214,7 +216,7 @@ def coarser_level(
 def submanifold_pairs(
     keys: torch.Tensor, sorted_keys: torch.Tensor, sort_order: torch.Tensor | None,
     sizes: list[int], kernel_size: int,
-) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+) -> KernelMap:
     """Kernel map of an odd ``kernel_size``: per offset k, (input rows, output rows).
 
     The centre entry is None (the identity). The pairs of -d are those of d swapped, so only
@@ -224,7 +226,7 @@ def submanifold_pairs(
         raise ValueError(f"submanifold kernels must be odd and <= 5, got {kernel_size}")
     volume = kernel_size * kernel_size * kernel_size
     centre = volume // 2
-    pairs: list[tuple[torch.Tensor, torch.Tensor] | None] = [None for _ in range(volume)]
+    pairs: KernelMap = [None for _ in range(volume)]
     num_rows = keys.shape[0]
     radius = kernel_size // 2
     for k in range(centre):  # the mirror offset volume-1-k is -d: its pairs come free
@@ -255,7 +257,7 @@ def _needs_autograd(features: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def subm_forward(
     features: torch.Tensor, weight: torch.Tensor,
-    pairs: list[tuple[torch.Tensor, torch.Tensor] | None],
+    pairs: KernelMap,
 ) -> torch.Tensor:
     """Submanifold convolution of (V, C_in) ``features`` over a kernel map (no autograd)."""
     out = features @ weight[len(pairs) // 2]
@@ -274,15 +276,15 @@ def _chunk_rows(features: torch.Tensor, weight: torch.Tensor) -> int:
     """Pairs per gather–GEMM–scatter chunk: about 1.5 MiB of the wider side.
 
     Gathering, multiplying and adding back a whole offset at once streams every block through
-    main memory; chunks this size stay in the core's cache (15–25 % faster per convolution at
-    20k–60k pairs and 96–256 channels on a 2-core CPU), and the buffers shrink to one chunk.
+    main memory; chunks this size stay in the core's cache, and the buffers shrink to one
+    chunk.
     """
     width = max(features.shape[1], weight.shape[1], weight.shape[2], 1)
     return max(512, (3 << 19) // (features.element_size() * width))
 
 
 def _chunks(
-    pairs: list[tuple[torch.Tensor, torch.Tensor] | None], step: int
+    pairs: KernelMap, step: int
 ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
     """(offset k, input rows, output rows) in chunks of at most ``step`` pairs, centre excluded."""
     centre = len(pairs) // 2
@@ -308,7 +310,7 @@ def _add_rows(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) ->
 class _SubmConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, features: torch.Tensor, weight: torch.Tensor, pairs: list[_Pair | None]
+        ctx: Any, features: torch.Tensor, weight: torch.Tensor, pairs: KernelMap
     ) -> torch.Tensor:
         ctx.save_for_backward(features, weight)
         ctx.pairs = pairs
@@ -320,7 +322,7 @@ class _SubmConvFunction(torch.autograd.Function):
         ctx: Any, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         features, weight = ctx.saved_tensors
-        pairs: list[_Pair | None] = ctx.pairs
+        pairs: KernelMap = ctx.pairs
         need_features, need_weight = ctx.needs_input_grad[:2]
         grad_out = grad_out.contiguous()
         centre = len(pairs) // 2
