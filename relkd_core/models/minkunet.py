@@ -66,13 +66,17 @@ class SubmanifoldConv(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
-class StridedConv(nn.Module):
-    """2×2×2 stride-2 convolution from ``level`` to ``level + 1``; weight (8, C_in, C_out)."""
+class Stride2Conv(nn.Module):
+    """The weight (8, C_in, C_out) of a 2×2×2 stride-2 convolution or of its transpose."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(8, in_channels, out_channels))
         _init_kernel(self.weight)
+
+
+class StridedConv(Stride2Conv):
+    """2×2×2 stride-2 convolution from ``level`` to ``level + 1``."""
 
     def forward(self, features: torch.Tensor, geometry: SparseGeometry, level: int
                 ) -> torch.Tensor:
@@ -80,13 +84,8 @@ class StridedConv(nn.Module):
         return geometry.down_conv(level, features, self.weight)
 
 
-class TransposedConv(nn.Module):
+class TransposedConv(Stride2Conv):
     """2×2×2 stride-2 transposed convolution from ``level + 1`` back onto ``level``."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(8, in_channels, out_channels))
-        _init_kernel(self.weight)
 
     def forward(self, features: torch.Tensor, geometry: SparseGeometry, level: int
                 ) -> torch.Tensor:
