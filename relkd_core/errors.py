@@ -15,6 +15,8 @@ __all__ = [
     "DataError",
     "LossError",
     "ModelError",
+    "OutputError",
+    "OutputLockedError",
     "RelkdError",
     "SimError",
     "TeacherError",
@@ -55,6 +57,16 @@ class SimError(RelkdError):
 
 class ModelError(RelkdError):
     """Raised when a model or sparse backend is misconfigured, unavailable, or given bad input."""
+
+
+class OutputError(RelkdError):
+    """Raised when an output path may not be written: it exists and is not this command's kind
+    of artifact (or ``--overwrite`` is missing), it overlaps an input, or its folder is missing,
+    not a folder, or not writable. A command-line usage error (exit code 2)."""
+
+
+class OutputLockedError(RelkdError):
+    """Raised when an output folder is in use by another live process (exit code 1)."""
 
 
 class TeacherError(RelkdError):

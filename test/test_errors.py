@@ -13,13 +13,15 @@ from relkd_core.errors import (
     DataError,
     LossError,
     ModelError,
+    OutputError,
+    OutputLockedError,
     RelkdError,
     SimError,
     TeacherError,
 )
 
 SUBCLASSES = [BagError, CalibrationError, CheckpointError, ConfigError, DataError, LossError,
-              ModelError, SimError, TeacherError]
+              ModelError, OutputError, OutputLockedError, SimError, TeacherError]
 
 
 @pytest.mark.parametrize("error_type", SUBCLASSES)

@@ -1,7 +1,9 @@
 """Shared plumbing of the ``relkd-*`` commands: logging set-up and exit codes.
 
 Exit codes: 0 success, 1 a failure while running (a :class:`RelkdError` with its message),
-2 bad usage (argparse, or a bad argument found after parsing), 130 interrupted.
+2 bad usage (argparse, or a bad argument found after parsing, such as an output path that
+:func:`relkd_core.outputs.claim_output` refuses), 130 interrupted. Every expected error is one
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-from relkd_core.errors import RelkdError
+from relkd_core.errors import OutputError, RelkdError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -41,16 +42,6 @@ def setup_logging(verbose: bool = False) -> None:
                         format='%(levelname)s %(name)s: %(message)s', stream=sys.stderr)
 
 
-def check_new_output(out: Path, overwrite: bool) -> None:
-    """Raise UsageError unless ``--out`` may be written: new (or ``overwrite``), in a folder
-    that exists."""
-    if out.exists() and not overwrite:
-        raise UsageError(f'--out {out} already exists; choose a new path or pass --overwrite')
-    parent = out.parent if str(out.parent) else Path('.')
-    if not parent.is_dir():
-        raise UsageError(f'--out {out}: folder {parent} does not exist')
-
-
 def run(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int],
         argv: list[str] | None) -> int:
     """Parse ``argv`` and run ``body``, turning project errors into messages and exit codes."""
@@ -58,7 +49,7 @@ def run(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], in
     setup_logging(getattr(args, 'verbose', False))
     try:
         return body(args)
-    except UsageError as err:
+    except (UsageError, OutputError) as err:
         parser.print_usage(sys.stderr)
         print(f'{parser.prog}: error: {err}', file=sys.stderr)
         return EXIT_USAGE

@@ -17,9 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from relkd_core.cli.common import EXIT_OK, check_new_output, positive_int, run
+from relkd_core.cli.common import EXIT_OK, positive_int, run
 from relkd_core.models.distilled import load_checkpoint
-from relkd_core.models.export import export_checkpoint
+from relkd_core.models.export import EXPORT_KIND, export_checkpoint, is_export_file
+from relkd_core.outputs import claim_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,12 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
                              'features of the head')
     parser.add_argument('--check-points', type=positive_int, default=20_000,
                         help='points of the synthetic scan the written file is checked on')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --out written by relkd-export (nothing else '
+                             'is ever replaced)')
     return parser
 
 
 def _export(args: argparse.Namespace) -> int:
-    check_new_output(args.out, args.overwrite)
+    claim_output(args.out, kind=EXPORT_KIND, overwrite=args.overwrite, inputs=[args.checkpoint],
+                 file=True, recognise=is_export_file)
     checkpoint = load_checkpoint(args.checkpoint)
     report = export_checkpoint(checkpoint, args.out, head=not args.backbone_only,
                                check_points=args.check_points)

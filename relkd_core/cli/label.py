@@ -8,7 +8,15 @@ Example::
 The output bag holds every message of the input unchanged plus what ``segment_node`` publishes
 for each scan: the labeled cloud on ``/labeled_points`` (header of its scan) and the legend on
 ``/legend`` (once per lidar frame). It is written in the input's storage (or ``--storage``) and
-appears only when complete; an existing ``--out`` is replaced only with ``--overwrite``.
+appears only when complete; an existing ``--out`` is replaced only when it is a bag that
+relkd-label wrote and ``--overwrite`` is given, and never when it is, holds or lies inside the
+input.
+
+Exit codes: 0 the bag was labelled. A damaged input (an MCAP file cut short, a message that
+cannot be read) is labelled up to the damage: the summary and a warning on stderr say
+``read K of N messages``, and the exit code is still 0, as for relkd-prepare, as long as at
+least one scan was labelled. 1 nothing could be labelled (nothing is written) or another
+failure; 2 bad usage.
 """
 
 from __future__ import annotations
@@ -21,11 +29,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from relkd_core.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, check_new_output, run
+from relkd_core.cli.common import EXIT_OK, UsageError, run
 from relkd_core.data.bag import bag_topics, open_bags
 from relkd_core.data.preset import load_preset
 from relkd_core.errors import BagError, ConfigError
-from relkd_core.infer.label_bag import LabelBagReport, label_bag, lidar_topic_of
+from relkd_core.infer.label_bag import (
+    LabelBagReport,
+    claim_label_output,
+    label_bag,
+    lidar_topic_of,
+)
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.labeler import Labeler
 from relkd_core.infer.legend import LEGEND_TOPIC
@@ -75,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='storage of the output bag (default: the input\'s)')
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
     parser.add_argument('--overwrite', action='store_true',
-                        help='replace --out if it exists (only once the new bag is complete)')
+                        help='replace --out if it is a bag relkd-label wrote (only once the '
+                             'new bag is complete; nothing else is ever replaced)')
     parser.add_argument('--verbose', action='store_true')
     return parser
 
@@ -119,7 +133,8 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise UsageError(f'--checkpoint {args.checkpoint}: no such file')
     if not args.bag.exists():
         raise UsageError(f'--bag {args.bag}: no such bag')
-    check_new_output(args.out, args.overwrite)
+    others = [p for p in (args.checkpoint, args.vocabulary_file) if p is not None]
+    claim_label_output(args.bag, args.out, args.overwrite, tuple(others))
 
 
 def format_report(report: LabelBagReport) -> str:
@@ -130,6 +145,8 @@ def format_report(report: LabelBagReport) -> str:
              f'{report.legend_topic}; {report.seconds:.1f} s '
              f'({report.labeled / max(report.seconds, 1e-9):.2f} scans/s)']
     lines.extend(f'dropped {n} scan(s): {reason}' for reason, n in sorted(report.dropped.items()))
+    if report.damage is not None:
+        lines.append(f'damaged input: {report.damage}')
     return '\n'.join(lines)
 
 
@@ -139,9 +156,15 @@ def _label(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with open_bags([args.bag], settings['distro']) as reader:
         topics = bag_topics(reader)
+        truncated_at = getattr(reader, 'truncated_at', None)
+        size_bytes = getattr(reader, 'size_bytes', None)
     try:
         lidar_topic = lidar_topic_of(topics, settings['lidar_topic'])
     except BagError as err:
+        if truncated_at is not None:  # the topic may be in the part that was lost
+            raise BagError(f'{args.bag} is damaged: the MCAP file ends without its footer '
+                           f'(truncated at byte {truncated_at} of {size_bytes}) and what is '
+                           f'left has no usable lidar topic: {err}') from err
         raise UsageError(f'--lidar-topic: {err}') from err
     try:
         labeler = Labeler(args.checkpoint, vocabulary, args.device,
@@ -159,9 +182,9 @@ def _label(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, on_start=lambda total: bar.reset(total=total),
             progress=bar.update)
     print(format_report(report))
-    if report.scans and not report.labeled:
-        print('relkd-label: error: no scan could be labelled', file=sys.stderr)
-        return EXIT_FAILURE
+    if report.damage is not None:
+        print(f'relkd-label: warning: {args.bag} is damaged: {report.damage}; {args.out} holds '
+              'what was read', file=sys.stderr)
     return EXIT_OK
 
 

@@ -8,7 +8,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -16,10 +15,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from relkd_core.atomic import make_staging_dir
 from relkd_core.cli.common import EXIT_OK, UsageError, positive_int, run
 from relkd_core.errors import ConfigError
+from relkd_core.outputs import claim_output, replace_output
 from relkd_core.sim.drive import SimFrame, SyntheticDrive
-from relkd_core.sim.record import RecordSummary, record_drive
+from relkd_core.sim.record import SYNTH_BAG_KIND, RecordSummary, record_drive
 from relkd_core.sim.rig import RIGS, RigConfig, load_rig
 from relkd_core.taxonomy import NUM_CLASSES, label_name
 
@@ -67,20 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no-cameras', action='store_true',
                         help='lidar and tf only (much faster)')
     parser.add_argument('--overwrite', action='store_true',
-                        help='replace --out if it already exists (only once the new bag is '
-                             'complete)')
+                        help='replace --out if it is a bag relkd-synth wrote (only once the new '
+                             'bag is complete; nothing else is ever replaced)')
     parser.add_argument('--verbose', action='store_true')
     return parser
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    parent = out.parent if str(out.parent) else Path('.')
-    if out.exists() and not overwrite:
-        raise UsageError(f'--out {out} already exists; choose a new path or pass --overwrite')
-    if not parent.is_dir():
-        raise UsageError(f'--out {out}: folder {parent} does not exist')
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f'--out {out}: folder {parent} is not writable')
 
 
 def format_summary(summary: RecordSummary, rig: RigConfig, elapsed_s: float) -> str:
@@ -125,16 +116,28 @@ def _synth(args: argparse.Namespace) -> int:
     if args.image_size is not None:
         rig = rig.with_image_size(*args.image_size)
     out: Path = args.out
-    _check_out(out, args.overwrite)
+    rig_file = [Path(args.rig)] if Path(args.rig).is_file() else []
+    claim_output(out, kind=SYNTH_BAG_KIND, overwrite=args.overwrite, inputs=rig_file)
     drive = SyntheticDrive(rig, args.frames, args.seed, cameras=not args.no_cameras)
-    # --overwrite records into a hidden folder first; the bag inside keeps the final name,
+    # Replacing records into a hidden folder first; the bag inside keeps the final name,
     # because rosbags names the storage file after its folder.
-    staging = out.with_name(f'.{out.name}.new')
-    target = staging / out.name if out.exists() else out
-    if target != out:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+    staging = make_staging_dir(out) if out.exists() else None
+    target = staging / out.name if staging is not None else out
     started = time.perf_counter()
+    try:
+        summary = _record(drive, target, args, rig)
+        if staging is not None:  # swap only once the new bag is complete
+            replace_output(target, out)
+            summary.path = str(out)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    print(format_summary(summary, rig, time.perf_counter() - started))
+    return EXIT_OK
+
+
+def _record(drive: SyntheticDrive, target: Path, args: argparse.Namespace,
+            rig: RigConfig) -> RecordSummary:
     with tqdm(total=args.frames, unit='frame', desc=f'relkd-synth {rig.name}',
               disable=None, file=sys.stderr) as bar:
 
@@ -142,15 +145,8 @@ def _synth(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(points=len(frame.points))
 
-        summary = record_drive(drive, target, storage=args.storage,
-                               image_format=args.image_format, on_frame=advance)
-    if target != out:  # --overwrite: swap only once the new bag is complete
-        shutil.rmtree(out)
-        os.rename(target, out)
-        staging.rmdir()
-        summary.path = str(out)
-    print(format_summary(summary, rig, time.perf_counter() - started))
-    return EXIT_OK
+        return record_drive(drive, target, storage=args.storage,
+                            image_format=args.image_format, on_frame=advance)
 
 
 def main(argv: list[str] | None = None) -> int:

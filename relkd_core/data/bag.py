@@ -1,7 +1,8 @@
 """ROS 2 bag I/O through ``rosbags``: the only module of relkd_core that imports it.
 
 Writing is atomic: a bag is built in a hidden temporary folder beside the destination and
-renamed into place only when complete, so an interrupted run never leaves a half bag behind.
+renamed into place only when complete, so an interrupted run never leaves a half bag behind
+(and the next writer of that path sweeps the temporary folders of writers that died).
 Messages are built from NumPy arrays with the typestore of one ROS 2 distro (Humble by
 default, whose message layouts Jazzy and Kilted share for every type used here).
 """
@@ -13,7 +14,6 @@ import io
 import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +38,11 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from relkd_core.atomic import make_staging_dir
 from relkd_core.data.scan import pointfields
 from relkd_core.errors import BagError
 from relkd_core.geometry.se3 import matrix_to_quaternion
+from relkd_core.outputs import mark_output
 
 Storage = Literal['mcap', 'sqlite3']
 
@@ -212,11 +214,15 @@ class BagWriter:
 
     Use as a context manager: on a clean exit the bag is renamed into place; on an exception
     (or :meth:`abort`) the temporary folder is removed and ``path`` is left untouched.
+    ``kind``: the output kind the finished bag folder is marked with (see
+    :mod:`relkd_core.outputs`), so that the command that wrote it recognises it later.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, storage: Storage = 'mcap',
-                 distro: str = 'humble', version: Literal[8, 9] = 8) -> None:
+                 distro: str = 'humble', version: Literal[8, 9] = 8,
+                 kind: str | None = None) -> None:
         self.path = Path(path)
+        self.kind = kind
         if self.path.exists():
             raise BagError(f'{self.path} already exists; choose a new path or remove it first')
         if storage not in ('mcap', 'sqlite3'):
@@ -235,7 +241,7 @@ class BagWriter:
             raise BagError(f'cannot write {self.path}: folder {parent} does not exist')
         if not os.access(parent, os.W_OK):
             raise BagError(f'cannot write {self.path}: folder {parent} is not writable')
-        self._tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.', dir=parent))
+        self._tmp_dir = make_staging_dir(self.path)
         plugin = StoragePlugin.MCAP if self.storage == 'mcap' else StoragePlugin.SQLITE3
         # rosbags names the storage file after the bag folder, so the bag gets its final
         # name inside the temporary folder and only the folder around it is temporary.
@@ -336,6 +342,8 @@ class BagWriter:
             return
         try:
             self._writer.close()
+            if self.kind is not None:
+                mark_output(self._tmp_dir / self.path.name, self.kind)
             os.rename(self._tmp_dir / self.path.name, self.path)
         finally:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)

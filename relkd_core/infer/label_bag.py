@@ -8,7 +8,10 @@ times of the added messages are those of their scan. The new bag appears atomica
 beside the destination and renamed into place only when complete.
 
 A scan the node would drop (malformed cloud, too many points) gets no labeled cloud; it is
-counted in the report and logged, and the copy goes on.
+counted in the report and logged, and the copy goes on. A damaged input (an MCAP file cut
+short, a message that cannot be read) is copied up to the damage, and the report says how far
+(``damage``: read K of N messages). When not a single scan could be labelled nothing is
+written at all.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from relkd_core.atomic import make_staging_dir
 from relkd_core.data.bag import (
     BagWriter,
     MessageFactory,
@@ -35,24 +39,29 @@ from relkd_core.data.bag import (
     raw_messages,
 )
 from relkd_core.data.scan import cloud_to_scan, stamp_ns
-from relkd_core.errors import BagError, DataError
+from relkd_core.errors import BagError, DataError, RelkdError
 from relkd_core.infer.labeled import LABELED_TOPIC, labeled_points
 from relkd_core.infer.labeler import Labeler
 from relkd_core.infer.legend import LEGEND_NAMESPACE, LEGEND_TOPIC, legend_entries
 from relkd_core.infer.palette import entry_colors
+from relkd_core.outputs import claim_output, replace_output
 
-__all__ = ['LabelBagReport', 'label_bag', 'legend_message', 'lidar_topic_of']
+__all__ = ['LABELED_BAG_KIND', 'LabelBagReport', 'claim_label_output', 'label_bag',
+           'legend_message', 'lidar_topic_of']
 
 _LOG = logging.getLogger(__name__)
 POINTCLOUD2 = 'sensor_msgs/msg/PointCloud2'
 MARKER_ARRAY = 'visualization_msgs/msg/MarkerArray'
+#: The output kind of a labelled bag (see relkd_core.outputs).
+LABELED_BAG_KIND = 'labeled-bag'
 
 
 @dataclass
 class LabelBagReport:
     """What :func:`label_bag` wrote: ``copied`` input messages, ``scans`` read on the lidar
     topic and ``labeled`` of them (the rest ``dropped``, counted by reason), ``points``
-    labelled in all, ``legends`` written, and the wall time."""
+    labelled in all, ``legends`` written, and the wall time. ``damage`` describes a damaged
+    input (None: read to its end); ``expected`` is the input's message count where known."""
 
     path: str
     storage: Storage
@@ -66,6 +75,8 @@ class LabelBagReport:
     legends: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    damage: str | None = None
+    expected: int | None = None
 
 
 def lidar_topic_of(topics: dict[str, str], requested: str | None) -> str:
@@ -116,12 +127,13 @@ def _bag_topic(name: str) -> str:
     return name if name.startswith('/') else f'/{name}'
 
 
-def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    source, target = src.resolve(), dst.resolve()
-    if target == source or target in source.parents:
-        raise BagError(f'the output {dst} would replace the input bag {src}; choose another path')
-    if dst.exists() and not overwrite:
-        raise BagError(f'{dst} already exists; choose a new path or allow overwriting')
+def claim_label_output(src: Path, dst: Path, overwrite: bool,
+                       other_inputs: tuple[Path, ...] = ()) -> None:
+    """Raise OutputError unless ``dst`` may receive the labelled copy of bag ``src`` (see
+    :func:`relkd_core.outputs.claim_output`): new, or a labelled bag and ``overwrite``; never
+    the input, inside it or around it."""
+    claim_output(dst, kind=LABELED_BAG_KIND, overwrite=overwrite,
+                 inputs=(src, *other_inputs))
 
 
 def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler: Labeler, *,
@@ -138,17 +150,18 @@ def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler:
     ``labeler``. Outputs go on ``labeled_topic`` and ``legend_topic`` (relative names get a
     leading ``/``, as in the node's root namespace); the legend is offered transient-local.
     ``storage``: 'mcap' or 'sqlite3' (None: the input's, else MCAP); ``distro`` picks the
-    typestore of the new messages. With ``overwrite`` an existing ``dst`` is replaced, only
-    once the new bag is complete. ``on_start(total_messages)`` and ``progress(messages)``
-    report progress.
+    typestore of the new messages. With ``overwrite`` an existing labelled bag ``dst`` is
+    replaced, only once the new bag is complete; nothing else is ever replaced.
+    ``on_start(total_messages)`` and ``progress(messages)`` report progress.
 
-    Raises BagError for an unreadable, ROS 1 or already labelled bag, a missing or non-cloud
-    lidar topic, or an unusable destination.
+    Raises OutputError for an unusable destination; BagError for an unreadable, ROS 1 or
+    already labelled bag, a missing or non-cloud lidar topic, or a bag none of whose scans
+    could be labelled (then nothing is written).
     """
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
     labeled_topic, legend_topic = _bag_topic(labeled_topic), _bag_topic(legend_topic)
-    _check_destination(src, dst, overwrite)
+    claim_label_output(src, dst, overwrite)
     with open_bags([src], distro) as reader:
         if not getattr(reader, 'is2', True):
             raise BagError(f'{src} is a ROS 1 bag; convert it first '
@@ -164,35 +177,58 @@ def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler:
                            f'{labeled_topic} for both')
         out_storage: Storage = storage or bag_storage(src) or 'mcap'
         report = LabelBagReport(str(dst), out_storage, lidar, labeled_topic, legend_topic)
+        report.expected = _expected_messages(reader)
         if on_start is not None:
-            on_start(int(getattr(reader, 'message_count', 0) or 0))
-        if not dst.exists():
+            on_start(report.expected or 0)
+        if not os.path.lexists(dst):
             _write(reader, dst, report, labeler, intensity_field, intensity_scale, distro,
                    progress)
         else:
             # The new bag is built under a hidden folder beside dst, keeping its final name
             # (rosbags names the storage file after the bag folder), and swapped in when done.
-            holder = dst.with_name(f'.{dst.name}.{os.getpid()}.new')
-            holder.mkdir()
+            holder = make_staging_dir(dst)
             try:
                 _write(reader, holder / dst.name, report, labeler, intensity_field,
                        intensity_scale, distro, progress)
-                if dst.is_dir():
-                    shutil.rmtree(dst)
-                else:
-                    dst.unlink()
-                os.rename(holder / dst.name, dst)
+                replace_output(holder / dst.name, dst)
             finally:
                 shutil.rmtree(holder, ignore_errors=True)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def _expected_messages(reader: Any) -> int | None:
+    """Messages the input should hold: its index (rosbags) or, for an MCAP salvaged without
+    its summary, the counts of its metadata.yaml (None: unknown)."""
+    expected = getattr(reader, 'expected_counts', None)
+    if expected is not None:
+        return sum(expected.values()) if expected else None
+    count = getattr(reader, 'message_count', None)
+    return int(count) if count else None
+
+
+def _read_damage(reader: Any, report: LabelBagReport, error: Exception | None) -> str | None:
+    """What stopped the copy early, as 'read K of N messages ...'; None for a whole bag."""
+    of = f' of {report.expected}' if report.expected is not None else ''
+    truncated_at = getattr(reader, 'truncated_at', None)
+    if error is not None:
+        return (f'unreadable after {report.copied}{of} messages '
+                f'({type(error).__name__}: {error})')
+    if truncated_at is not None:
+        return (f'the MCAP file ends without its footer (truncated at byte {truncated_at} of '
+                f'{reader.size_bytes}); read {report.copied}{of} messages written before the '
+                'damage')
+    if report.expected is not None and report.copied < report.expected:
+        return f'read {report.copied} of {report.expected} messages'
+    return None
+
+
 def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
            intensity_field: str, intensity_scale: float, distro: str,
            progress: Callable[[int], None] | None) -> None:
     """The copy plus the labeled clouds and legends, into a new bag at ``path``."""
-    with BagWriter(path, storage=report.storage, distro=distro) as writer:
+    with BagWriter(path, storage=report.storage, distro=distro,
+                   kind=LABELED_BAG_KIND) as writer:
         store = getattr(reader, 'typestore', None)
         copies = {id(c): writer.add_connection_from(c, store) for c in reader.connections}
         writer.add_topic(report.labeled_topic, POINTCLOUD2)
@@ -200,7 +236,17 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
         vocabulary = labeler.vocabulary
         colors = entry_colors(vocabulary)
         legend_frame: str | None = None
-        for connection, t_ns, raw in raw_messages(reader):
+        messages = raw_messages(reader)
+        while True:
+            try:
+                connection, t_ns, raw = next(messages)
+            except StopIteration:
+                break
+            except RelkdError:
+                raise
+            except Exception as err:  # a damaged bag: keep what was read before the damage
+                report.damage = _read_damage(reader, report, err)
+                break
             writer.write_raw(copies[id(connection)], t_ns, raw)
             report.copied += 1
             if progress is not None:
@@ -229,3 +275,12 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
                 writer.write(report.legend_topic, t_ns, legend_message(
                     writer.factory, vocabulary.names, colors, scan_ns, frame_id))
                 report.legends += 1
+        if report.damage is None:
+            report.damage = _read_damage(reader, report, None)
+        if report.damage is not None:
+            _LOG.warning('the input bag is damaged: %s', report.damage)
+        if not report.labeled:  # raising inside the writer discards the bag
+            reasons = '; '.join(f'{n} × {reason}' for reason, n in sorted(report.dropped.items()))
+            damage = f'; the input is damaged: {report.damage}' if report.damage else ''
+            raise BagError(f'no scan of {report.lidar_topic} could be labelled ({report.scans} '
+                           f'read{": " + reasons if reasons else ""}){damage}; nothing written')

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,15 +56,19 @@ from relkd_core.models.minkunet import (
 from relkd_core.models.sparse import native
 
 __all__ = [
+    "EXPORT_KIND",
     "EXTRA_FILE",
     "ExportReport",
     "ScriptedStudent",
     "export_checkpoint",
+    "is_export_file",
     "read_export_metadata",
     "script_student",
 ]
 
 EXTRA_FILE = "relkd.json"
+#: The output kind of relkd-export (see relkd_core.outputs).
+EXPORT_KIND = "torchscript-export"
 EXPORT_FORMAT = "relkd-torchscript/1"
 
 _Down = tuple[torch.Tensor, torch.Tensor, list[int]]
@@ -309,6 +314,21 @@ def _timed(run: Callable[[], torch.Tensor], warmup: int = 2) -> tuple[torch.Tens
     start = time.perf_counter()
     out = run()
     return out, (time.perf_counter() - start) * 1e3
+
+
+def is_export_file(path: Path) -> bool:
+    """Whether ``path`` is a file :func:`export_checkpoint` wrote (its ``relkd.json`` names
+    the export format), read from the archive without loading the TorchScript module."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")),
+                        None)
+            if name is None:
+                return False
+            meta = json.loads(archive.read(name))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == EXPORT_FORMAT
 
 
 def read_export_metadata(path: Path) -> dict[str, Any]:

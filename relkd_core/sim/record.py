@@ -31,6 +31,8 @@ from relkd_core.taxonomy import NUM_CLASSES
 ImageFormat = Literal['raw', 'jpeg']
 ODOM_FRAME = 'odom'
 BASE_FRAME = 'base_link'
+#: The output kind of a recorded synthetic drive (see relkd_core.outputs).
+SYNTH_BAG_KIND = 'synth-bag'
 
 
 @dataclass
@@ -84,7 +86,7 @@ def record_drive(drive: SyntheticDrive, path: str | os.PathLike[str], *,
     """
     summary = RecordSummary(path=str(path))
     topics = topic_names(drive, image_format)
-    with BagWriter(path, storage=storage) as writer:
+    with BagWriter(path, storage=storage, kind=SYNTH_BAG_KIND) as writer:
         make = writer.factory
         for topic, msgtype in topics.items():
             writer.add_topic(topic, msgtype, latched=topic == '/tf_static')

@@ -24,8 +24,10 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from relkd_core.cli.label import main
 from relkd_core.data.scan import cloud_to_scan, pointfields, stamp_ns
 from relkd_core.infer import LABELED_POINT_DTYPE, Labeler, entry_colors
+from relkd_core.infer.label_bag import LABELED_BAG_KIND
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_NAMESPACE, LEGEND_TOPIC
+from relkd_core.outputs import MARKER_NAME, output_kind
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
 from relkd_core.sim.rig import RIGS
@@ -107,7 +109,9 @@ def test_label_copies_every_message_byte_identical(labeled: tuple[Path, Path, st
         assert after[topic] == messages, topic
     assert len(before['/tags']) == sum(len(m) for t, m in before.items() if t != '/tags') == 5
     suffix = '.mcap' if storage == 'mcap' else '.db3'
-    assert [p.suffix for p in out.iterdir() if p.name != 'metadata.yaml'] == [suffix]
+    assert [p.suffix for p in out.iterdir()
+            if p.name not in ('metadata.yaml', MARKER_NAME)] == [suffix]
+    assert output_kind(out) == LABELED_BAG_KIND
 
 
 def test_label_keeps_types_definitions_and_qos(labeled: tuple[Path, Path, str]) -> None:
@@ -183,11 +187,12 @@ def test_label_uses_the_given_vocabulary(checkpoint: Path, tmp_path: Path) -> No
 def test_label_overwrite_replaces_the_output(checkpoint: Path, tmp_path: Path) -> None:
     bag = _write_input_bag(tmp_path / 'input', 'mcap')
     out = tmp_path / 'labeled'
-    out.mkdir()
-    (out / 'old.txt').write_text('old')
-    assert main(['--checkpoint', str(checkpoint), '--bag', str(bag), '--out', str(out),
-                 '--lidar-topic', LIDAR, '--overwrite']) == 0
-    assert sorted(p.name for p in out.iterdir()) == ['labeled.mcap', 'metadata.yaml']
+    argv = ['--checkpoint', str(checkpoint), '--bag', str(bag), '--out', str(out),
+            '--lidar-topic', LIDAR]
+    assert main([*argv, '--storage', 'sqlite3']) == 0
+    assert main([*argv, '--overwrite']) == 0
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_NAME, 'labeled.mcap',
+                                                     'metadata.yaml']
     assert sorted(p.name for p in tmp_path.iterdir()) == ['input', 'input_drive', 'labeled']
 
 
@@ -199,9 +204,11 @@ def test_label_overwrite_replaces_the_output(checkpoint: Path, tmp_path: Path) -
                                r'\(relkd_test/msg/Tag\), /tf \(tf2_msgs/msg/TFMessage\)'),
     ('not a cloud topic', 2, r'lidar topic /tags carries relkd_test/msg/Tag, not '
                              r'sensor_msgs/msg/PointCloud2; PointCloud2 topics: /LIDAR_TOP'),
-    ('existing out', 2, r'--out .*labeled already exists; choose a new path or pass '
-                        r'--overwrite'),
-    ('output is the input', 1, r'would replace the input bag'),
+    ('existing out', 2, r'--out .*labeled already exists and is a folder that relkd did not '
+                        r'write, not a labeled-bag; it is never replaced: choose a new path'),
+    ('output is the input', 2, r'--out .*input is the input .*input; choose an output path '
+                               r'apart from every input'),
+    ('output inside the input', 2, r'--out .*input/input.mcap lies inside the input'),
     ('missing checkpoint', 2, r'--checkpoint .*missing.pt: no such file'),
 ])
 def test_label_bad_input_fails_clearly(case: str, code: int, message: str, checkpoint: Path,
@@ -222,8 +229,13 @@ def test_label_bad_input_fails_clearly(case: str, code: int, message: str, check
         extra = ['--lidar-topic', '/tags']
     elif case == 'existing out':
         out.mkdir()
+        (out / 'notes.txt').write_text('mine')
+        extra = ['--overwrite']
     elif case == 'output is the input':
         argv['--out'] = str(bag)
+        extra = ['--overwrite']
+    elif case == 'output inside the input':
+        argv['--out'] = str(bag / 'input.mcap')  # the bag's own storage file
         extra = ['--overwrite']
     elif case == 'missing checkpoint':
         argv['--checkpoint'] = str(tmp_path / 'missing.pt')

@@ -8,6 +8,8 @@ import pytest
 
 from relkd_core.cli.synth import main
 from relkd_core.data.bag import open_bags
+from relkd_core.outputs import MARKER_NAME, output_kind
+from relkd_core.sim.record import SYNTH_BAG_KIND
 
 
 def test_synth_main_writes_bag_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -39,7 +41,8 @@ def test_synth_overwrite_replaces_only_when_complete(tmp_path: Path) -> None:
     finally:
         reader.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['drive']
-    assert sorted(p.name for p in out.iterdir()) == ['drive.mcap', 'metadata.yaml']
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_NAME, 'drive.mcap', 'metadata.yaml']
+    assert output_kind(out) == SYNTH_BAG_KIND
 
 
 @pytest.mark.parametrize(('args', 'match'), [
@@ -67,11 +70,28 @@ def test_synth_unwritable_out_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')
     assert main(['--out', str(blocker / 'drive'), '--frames', '1']) == 2
-    assert 'does not exist' in capsys.readouterr().err
+    assert 'a_file is a file, not a folder' in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ['a_file']
 
 
 def test_synth_existing_out_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / 'drive').mkdir()
+    assert main(['--out', str(tmp_path / 'drive'), '--frames', '1', '--no-cameras']) == 0
+    capsys.readouterr()
     assert main(['--out', str(tmp_path / 'drive'), '--frames', '1']) == 2
-    assert '--overwrite' in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f'relkd-synth: error: --out {tmp_path / "drive"} already exists (a synth-bag); choose a '
+        'new path or pass --overwrite')
+
+
+def test_synth_overwrite_never_replaces_what_it_did_not_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / 'notes'
+    notes.mkdir()
+    (notes / 'thesis.tex').write_text('years of work')
+    (tmp_path / 'file.txt').write_text('a file')
+    for out in (notes, tmp_path / 'file.txt'):
+        assert main(['--out', str(out), '--frames', '1', '--no-cameras', '--overwrite']) == 2
+        assert 'choose a new path' in capsys.readouterr().err
+    assert (notes / 'thesis.tex').read_text() == 'years of work'
+    assert (tmp_path / 'file.txt').read_text() == 'a file'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file.txt', 'notes']

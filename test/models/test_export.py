@@ -146,7 +146,19 @@ def test_relkd_export_backbone_only_and_refusals(
     assert torch.jit.load(str(out))(make_scan(400)).shape == (400, 8)
     capsys.readouterr()
     assert export_main(["--checkpoint", str(checkpoint), "--out", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "already exists (a torchscript-export); choose a new path or pass --overwrite" in \
+        capsys.readouterr().err
+    # The checkpoint itself, or any file relkd-export did not write, is never replaced.
+    original = checkpoint.read_bytes()
+    assert export_main(["--checkpoint", str(checkpoint), "--out", str(checkpoint),
+                        "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(original)
+    assert export_main(["--checkpoint", str(checkpoint), "--out", str(copy),
+                        "--overwrite"]) == 2
+    assert "already exists and is not a torchscript-export" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == original and copy.read_bytes() == original
     assert export_main(["--checkpoint", str(tmp_path / "missing.pt"),
                         "--out", str(tmp_path / "x.torchscript")]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
