@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,10 +12,32 @@ from relkd_core.errors import DataError
 
 # PointField datatype constants (sensor_msgs/PointField).
 _DATATYPES = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f4', 8: 'f8'}
+#: Fields one cloud may declare. Real lidars send fewer than 20; the cap keeps one crafted
+#: message (40,000 fields fit in 1 MB) from costing more than a normal one.
+MAX_FIELDS: Final = 64
+
+
+def field_names(msg: Any) -> list[str]:
+    """The names of a PointCloud2's fields, checked before anything else is read: at most
+    :data:`MAX_FIELDS` of them, none repeated (linear time). Raises DataError."""
+    count = len(msg.fields)
+    if count > MAX_FIELDS:
+        raise DataError(f'PointCloud2 declares {count} fields, more than {MAX_FIELDS}')
+    names = [str(f.name) for f in msg.fields]
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name in names:
+        if name in seen:
+            repeated.add(name)
+        seen.add(name)
+    if repeated:
+        raise DataError(f'PointCloud2 repeats field(s) {sorted(repeated)}')
+    return names
 
 
 def pointcloud_dtype(msg: Any) -> np.dtype[np.void]:
     """The structured dtype of a PointCloud2's points (padding kept via ``itemsize``)."""
+    field_names(msg)
     order = '>' if msg.is_bigendian else '<'
     names, formats, offsets = [], [], []
     for f in msg.fields:

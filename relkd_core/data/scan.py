@@ -14,11 +14,11 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from relkd_core.data.pointcloud import pointcloud_to_array
+from relkd_core.data.pointcloud import MAX_FIELDS, field_names, pointcloud_to_array
 from relkd_core.errors import DataError
 
-__all__ = ['MAX_CLOUD_BYTES', 'POINTFIELD_DATATYPES', 'Scan', 'cloud_to_scan', 'pointfields',
-           'stamp_ns']
+__all__ = ['MAX_CLOUD_BYTES', 'MAX_FIELDS', 'POINTFIELD_DATATYPES', 'Scan', 'cloud_to_scan',
+           'pointfields', 'stamp_ns']
 
 #: numpy dtype (native order) → sensor_msgs/PointField datatype constant.
 POINTFIELD_DATATYPES: Final[dict[np.dtype[Any], int]] = {
@@ -57,10 +57,7 @@ def _check_layout(msg: Any) -> None:
         raise DataError(f'PointCloud2 is empty ({height}x{width} points)')
     if point_step == 0:
         raise DataError('PointCloud2 point_step is 0')
-    names = [str(f.name) for f in msg.fields]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise DataError(f'PointCloud2 repeats field(s) {repeated}')
+    names = field_names(msg)
     missing = [n for n in ('x', 'y', 'z') if n not in names]
     if missing:
         raise DataError(f'PointCloud2 lacks field(s) {missing}; it has {names}')
@@ -96,7 +93,8 @@ def cloud_to_scan(msg: Any, *, intensity_field: str = 'intensity',
     endian, organised (height > 1, rows padded to ``row_step``) or not. Intensity comes from
     ``intensity_field`` times ``intensity_scale``; a cloud without that field gets intensity 0.
     Raises DataError for a malformed cloud (bad sizes or offsets, unknown datatypes, missing or
-    repeated fields, truncated data) and for one without a single finite point.
+    repeated fields, more than :data:`MAX_FIELDS` fields, truncated data) and for one without a
+    single finite point. The checks cost time linear in the message's declared layout.
     """
     _check_layout(msg)
     points = pointcloud_to_array(msg)
