@@ -23,8 +23,8 @@ class LidarPreset:
 
     ``intensity_field`` names the field read as intensity and ``intensity_scale`` maps it
     into [0, 1] (e.g. 1/255 for nuScenes' 0–255 intensities). ``label_field`` names an optional
-    per-point ground-truth label field. Points closer than ``min_range_m`` (the ego vehicle)
-    or farther than ``max_range_m`` are dropped.
+    per-point ground-truth label field (in the preset's ``taxonomy``). Points closer than
+    ``min_range_m`` (the ego vehicle) or farther than ``max_range_m`` are dropped.
     """
 
     topic: str
@@ -64,6 +64,9 @@ class TopicPreset:
     (e.g. ``odom``/``map``/``world``); with ``fixed_frame: null`` the extrinsics are taken at
     the image stamp. Pairs need depth above ``min_depth_m``; with ``occlusion_filter`` points
     hidden from the camera behind nearer points of the same scan are not paired.
+    ``taxonomy`` names the label space of ``lidar.label_field`` (a shipped taxonomy such as
+    ``nuscenes16`` or ``semantickitti19``, or a taxonomy YAML path): evaluation, reports and
+    default vocabularies follow it.
     """
 
     name: str
@@ -76,6 +79,7 @@ class TopicPreset:
     max_dt_ns: int = bounded(60_000_000, min=0)
     min_depth_m: float = bounded(1.0, min=0.0)
     occlusion_filter: bool = True
+    taxonomy: str = 'nuscenes16'
 
     def validate(self) -> None:
         names = [c.name for c in self.cameras]

@@ -9,19 +9,22 @@ import pytest
 from relkd_core.data.preset import load_preset
 from relkd_core.errors import ConfigError
 from relkd_core.resources import config_dirs
+from relkd_core.taxonomy import load_taxonomy
 
 SHIPPED = sorted(p.stem for p in (config_dirs()[0] / 'presets').glob('*.yaml'))
 
 
 def test_preset_every_required_preset_ships() -> None:
-    assert {'synth-nuscenes', 'synth-kitti', 'nuscenes', 'kitti'} <= set(SHIPPED)
+    assert {'synth-nuscenes', 'synth-kitti', 'nuscenes', 'kitti', 'nuscenes-lidarseg',
+            'semantickitti', 'semantickitti-lidar'} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize('name', SHIPPED)
 def test_preset_shipped_preset_loads_and_names_itself(name: str) -> None:
     preset = load_preset(name)
     assert preset.name == name
-    assert preset.cameras
+    assert preset.cameras or name.endswith('-lidar')  # lidar-only presets have none
+    load_taxonomy(preset.taxonomy)
 
 
 def test_preset_kitti_reads_intensity_field_i() -> None:
