@@ -2,9 +2,10 @@
 
 A config is a tree of frozen dataclasses whose field names equal the YAML keys. Loading is strict:
 unknown keys are rejected with the closest valid key suggested, every value is type-checked
-against its annotation (no silent coercion except int -> float), ranges declared with
-:func:`bounded` are enforced, and a dataclass may add cross-field checks in ``validate()``. Every
-error is a :class:`~relkd_core.errors.ConfigError` naming the source and the dotted key.
+against its annotation (no silent coercion except int -> float; floats must be finite), ranges
+declared with :func:`bounded` are enforced, and a dataclass may add cross-field checks in
+``validate()``. Every error is a :class:`~relkd_core.errors.ConfigError` naming the source and
+the dotted key.
 
 Supported field types: ``int``, ``float``, ``str``, ``bool``, ``pathlib.Path``, ``Literal[...]``,
 ``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]``, ``dict[str, X]``, nested dataclasses
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import pathlib
 import re
@@ -117,6 +119,9 @@ def _read_yaml(path: pathlib.Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found; check the path") from err
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config file: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8: byte {err.start} is "
+                          f"0x{err.object[err.start]:02x})") from err
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -259,6 +264,10 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
         # bool is a subclass of int, but a YAML `true` given for a count is a mistake.
         if isinstance(value, bool) and tp is not bool:
             raise fail()
+        if tp is float and isinstance(value, float) and not math.isfinite(value):
+            # NaN passes every range check (each comparison is false) and inf none that
+            # matters here; torch would fail on either much later, with a traceback.
+            raise fail("; NaN and infinity are not allowed")
         if isinstance(value, tp) or (tp is float and isinstance(value, int)):
             return tp(value)
         if tp is float and isinstance(value, str) and _YAML11_STR_FLOAT.fullmatch(value):

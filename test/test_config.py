@@ -218,6 +218,17 @@ BAD_DICTS = [
     ),
     pytest.param({"use_amp": 1}, "<dict>: use_amp: expected bool, got int 1", id="int-as-bool"),
     pytest.param(
+        {"learning_rate": float("nan")},
+        "<dict>: learning_rate: expected float, got float nan; NaN and infinity are not allowed",
+        id="nan",
+    ),
+    pytest.param(
+        {"lidar": {"max_range_m": float("-inf")}},
+        "<dict>: lidar.max_range_m: expected float, got float -inf; NaN and infinity are not "
+        "allowed",
+        id="minus-infinity",
+    ),
+    pytest.param(
         {"lidar": {"num_beams": 0}},
         "<dict>: lidar.num_beams: expected a value in [1, inf], got 0",
         id="below-min",
@@ -471,6 +482,21 @@ def test_load_config_rejects_bad_file(
 def test_load_config_missing_file_names_path(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match=re.escape(f"{path}: config file not found")):
+        load_config(RunConfig, path)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x80\x03}q\x00.", "not a YAML text file (not UTF-8: byte 0 is 0x80)"),
+        (b"seed: 1\n\x00\x01", "invalid YAML"),
+    ],
+    ids=["not-utf8", "control-characters"],
+)
+def test_load_config_binary_file_is_rejected(tmp_path: Path, data: bytes, message: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{path}: {message}")):
         load_config(RunConfig, path)
 
 
