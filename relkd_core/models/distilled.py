@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,49 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: StudentCheckpoint)
 
 
 _REQUIRED = ('student_config', 'teacher_id', 'teacher_dim', 'state_dict', 'step')
+_ZIP_MAGIC = b'PK\x03\x04'
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse what cannot be a checkpoint before torch reads it: an empty file, or one that is
+    not the zip archive ``torch.save`` writes (a pickle, a text file), which torch would hand
+    to its legacy unpickler."""
+    try:
+        with path.open('rb') as stream:
+            head = stream.read(len(_ZIP_MAGIC))
+    except OSError as err:
+        raise CheckpointError(f'{path}: cannot read the checkpoint: {err.strerror}') from err
+    if not head:
+        raise CheckpointError(f'{path}: the file is empty (0 bytes), not a relkd checkpoint; '
+                              'was it written or copied completely?')
+    if head != _ZIP_MAGIC:
+        raise CheckpointError(f'{path}: not a relkd checkpoint (a torch.save zip archive was '
+                              f'expected; the file starts with {head!r})')
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f'{path}: damaged or truncated checkpoint (its zip directory '
+                              f'cannot be read: {err})') from err
+    if any(name.endswith('/constants.pkl') for name in names):
+        raise CheckpointError(f'{path}: a TorchScript file (what relkd-export writes), not a '
+                              'relkd checkpoint; give the student.pt it was exported from')
+
+
+def _load_failure(err: Exception) -> str:
+    """torch.load's reason in one line, without its advice to retry with weights_only=False
+    (which would run code stored in the file: never for a file from elsewhere)."""
+    text = str(err)
+    if 'weights_only' in text or 'Weights only' in text:
+        noise = ('weights_only', 'Weights only', 'Check the documentation', 'Please file an issue',
+                 'pytorch.org')
+        reason = ' '.join(line.strip().removeprefix('WeightsUnpickler error:').strip()
+                          for line in text.splitlines()
+                          if line.strip() and not any(n in line for n in noise))
+        return ('refused: it holds objects other than tensors, numbers and strings'
+                f'{f" ({reason})" if reason else ""}; relkd never runs code stored in a file')
+    first = text.split('. ')[0].splitlines()[0] if text else type(err).__name__
+    return f'not a readable relkd checkpoint (damaged or truncated? {first})'
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = 'cpu'
@@ -178,10 +222,11 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'{path}: no such checkpoint file')
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f'{path}: not a readable relkd checkpoint ({err})') from err
+        raise CheckpointError(f'{path}: {_load_failure(err)}') from err
     if not isinstance(payload, dict) or payload.get('format') != CHECKPOINT_FORMAT:
         found = payload.get('format') if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f'{path}: expected format {CHECKPOINT_FORMAT!r}, got {found!r}; '

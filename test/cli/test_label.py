@@ -198,7 +198,7 @@ def test_label_overwrite_replaces_the_output(checkpoint: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize(('case', 'code', 'message'), [
     ('missing bag', 2, r'--bag .*nope: no such bag'),
-    ('not a checkpoint', 1, r'student\.pt: not a readable relkd checkpoint'),
+    ('not a checkpoint', 1, r'student\.pt: not a relkd checkpoint \(a torch.save zip archive'),
     ('unknown lidar topic', 2, r'lidar topic /velodyne is not in the bag; its topics: '
                                r'/LIDAR_TOP \(sensor_msgs/msg/PointCloud2\), /tags '
                                r'\(relkd_test/msg/Tag\), /tf \(tf2_msgs/msg/TFMessage\)'),

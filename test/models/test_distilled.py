@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -76,18 +79,41 @@ def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
     assert not rebuilt.training
 
 
+class _RunsCode:
+    """Pickles as a call of os.system: what a malicious checkpoint holds."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ('echo this must never run',))
+
+
+def _torchscript(path: Path) -> None:
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
+
+
 @pytest.mark.parametrize(('write', 'message'), [
-    (lambda p: None, 'no such checkpoint'),
-    (lambda p: p.write_bytes(b'not a zip'), 'not a readable relkd checkpoint'),
+    (lambda p: None, r'no such checkpoint file$'),
+    (lambda p: p.write_bytes(b''), r'the file is empty \(0 bytes\), not a relkd checkpoint; was '
+                                   r'it written or copied completely\?$'),
+    (lambda p: p.write_bytes(b'not a zip'), r"not a relkd checkpoint \(a torch.save zip archive "
+                                            r"was expected; the file starts with b'not '\)$"),
+    (lambda p: pickle.dump({'format': 'relkd-checkpoint/1'}, p.open('wb')),
+     r'not a relkd checkpoint \(a torch.save zip archive was expected'),
+    (lambda p: torch.save({'state_dict': _RunsCode()}, p),
+     r'refused: it holds objects other than tensors, numbers and strings \(.*GLOBAL '
+     r'posix.system.*\); relkd never runs code stored in a file$'),
+    (_torchscript, r'a TorchScript file \(what relkd-export writes\), not a relkd checkpoint'),
     (lambda p: torch.save({'format': 'other'}, p), "expected format 'relkd-checkpoint/1'"),
-    (lambda p: torch.save({'format': 'relkd-checkpoint/1'}, p), 'lacks'),
-])
+    (lambda p: torch.save({'format': 'relkd-checkpoint/1'}, p), 'checkpoint lacks'),
+], ids=['missing', 'empty', 'text', 'pickle', 'runs-code', 'torchscript', 'foreign-format',
+        'incomplete'])
 def test_load_checkpoint_rejects_bad_files(tmp_path: Path, write, message: str  # type: ignore[no-untyped-def]
                                            ) -> None:
     path = tmp_path / 'x.pt'
     write(path)
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(CheckpointError, match=f'^{re.escape(str(path))}: {message}') as error:
         load_checkpoint(path)
+    # One line, and never torch's advice to load the file with weights_only=False.
+    assert '\n' not in str(error.value) and 'weights_only' not in str(error.value)
 
 
 def test_load_checkpoint_rejects_truncated_file(tmp_path: Path) -> None:
@@ -95,7 +121,8 @@ def test_load_checkpoint_rejects_truncated_file(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / 'a.pt', _checkpoint(model))
     data = (tmp_path / 'a.pt').read_bytes()
     (tmp_path / 'a.pt').write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match='not a readable'):
+    with pytest.raises(CheckpointError, match=r'a.pt: damaged or truncated checkpoint \(its zip '
+                                              r'directory cannot be read'):
         load_checkpoint(tmp_path / 'a.pt')
 
 
