@@ -71,6 +71,7 @@ setup(
             # after pip; both need rclpy.
             'segment_node = relkd_ros.segment_node:main',
             'relkd-segment = relkd_ros.segment_node:main',
+            'segment_lifecycle_node = relkd_ros.segment_lifecycle_node:main',
             'relkd-play = relkd_ros.play:main',
         ],
     },

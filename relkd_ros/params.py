@@ -12,6 +12,7 @@ the catalogue without rclpy.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from relkd_core.geometry.se3 import make_transform, quaternion_to_matrix
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_TOPIC
 
-__all__ = ['RELIABILITIES', 'SegmentParams', 'default_value', 'parameter_descriptor',
+__all__ = ['RELIABILITIES', 'SegmentParams', 'allowed_values', 'default_value', 'parameter_descriptor',
            'parameter_names', 'params_from_values', 'parse_static_transform']
 
 
@@ -79,6 +80,10 @@ class SegmentParams:
     static_transforms: tuple[str, ...] = _param(
         (), "extra static transforms, each 'parent child x y z qx qy qz qw' (metres, unit "
         'quaternion), added to what /tf_static gives (needed where tf2_msgs is not installed)')
+    fixed_frame: str = _param(
+        '', 'frame fixed in the world (e.g. odom): overlays then take the camera pose at the '
+        "image stamp and the lidar's at the scan stamp (ego motion compensated); empty: one "
+        'stamp, the scan\'s')
     sync_slop_s: float = _param(0.05, 'largest |image stamp - scan stamp| (seconds) for an '
                                 'overlay', min=0.0, max=10.0, dynamic=True)
     overlay_point_radius_px: int = _param(1, 'half-size of the square drawn per point',
@@ -98,6 +103,9 @@ class SegmentParams:
     publish_legend: bool = _param(True, 'publish the legend MarkerArray', dynamic=True)
     diagnostics_period_s: float = _param(1.0, 'period of /diagnostics (0: never)', min=0.0,
                                          max=60.0)
+    num_threads: int = _param(
+        0, 'torch threads of the student (0: automatic, half the CPU cores and at least 1, so '
+        'that the model keeps its speed when other processes load the CPU)', min=0, max=256)
 
     def validate(self) -> None:
         if not self.checkpoint:
@@ -116,6 +124,22 @@ class SegmentParams:
         if any(not name.strip() for name in self.vocabulary):
             raise ValueError('vocabulary: a name is empty')
 
+    def threads(self, cpu_count: int | None = None) -> int:
+        """Torch threads to use: ``num_threads``, or for 0 half of ``cpu_count`` (default: the
+        CPUs this process may run on), at least 1.
+
+        Why half: a robot's CPU is shared with drivers, localisation and planning. OpenMP
+        threads wait for each other at every parallel region, so one thread that shares its core
+        with another busy process holds all of them back: with 2 threads on 2 cores and one core
+        kept busy, a 34k-point scan went from 0.2 s to several seconds (bench/bench_node.py
+        --background-load).
+        """
+        if self.num_threads:
+            return self.num_threads
+        if cpu_count is None:
+            cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (
+                os.cpu_count() or 1)
+        return max(1, cpu_count // 2)
 
     def transforms(self) -> list[tuple[str, str, NDArray[np.float64]]]:
         """``(parent, child, T_parent_child)`` of each ``static_transforms`` entry."""
@@ -153,12 +177,13 @@ def _plain(value: Any) -> Any:
 
 
 def params_from_values(values: Mapping[str, Any]) -> SegmentParams:
-    """:class:`SegmentParams` from parameter values (missing ones take their defaults).
+    """:class:`SegmentParams` from parameter values (missing or None ones take their defaults).
 
     Raises ConfigError naming the parameter for an unknown name, a wrong type or a value out of
     range.
     """
-    data = {name: _plain(value) for name, value in values.items()}
+    # None is an unset parameter (rcl's YAML parser reads `[]` as unset): the default.
+    data = {name: _plain(value) for name, value in values.items() if value is not None}
     return config_from_dict(SegmentParams, data, source='segment_node parameters')
 
 
@@ -171,7 +196,9 @@ def parameter_descriptor(name: str) -> Any:
     descriptor = ParameterDescriptor(name=name, description=metadata['description'],
                                      read_only=not metadata['dynamic'])
     if isinstance(field.default, tuple):
-        # An empty list has no ROS type of its own; the values are checked by the dataclass.
+        # An empty list has no ROS type of its own (rcl's YAML parser even turns `[]` into
+        # "unset"), so list parameters are declared unset and dynamically typed: unset or any
+        # empty list means the default; the values are checked by the dataclass.
         descriptor.dynamic_typing = True
     low, high = metadata.get('min'), metadata.get('max')
     if low is not None and high is not None:
@@ -186,7 +213,23 @@ def parameter_descriptor(name: str) -> Any:
     return descriptor
 
 
-def default_value(name: str) -> Any:
-    """The default of one parameter as a ROS parameter value (tuples become lists)."""
+def allowed_values(name: str) -> str:
+    """What a parameter accepts, in words, for error messages: its type and range."""
     field = {f.name: f for f in dataclasses.fields(SegmentParams)}[name]
-    return list(field.default) if isinstance(field.default, tuple) else field.default
+    kind = {bool: 'a boolean', int: 'an integer', float: 'a number', str: 'a string'}.get(
+        type(field.default), 'a list of strings')
+    low, high = field.metadata.get('min'), field.metadata.get('max')
+    if low is not None and high is not None:
+        return f'{kind} in [{low:g}, {high:g}]'
+    if low is not None:
+        return f'{kind} >= {low:g}'
+    return kind
+
+
+def default_value(name: str) -> Any:
+    """The value a parameter is declared with: its default, or None (unset) for a list, whose
+    empty default has no ROS type; :func:`params_from_values` maps unset back to the default."""
+    field = {f.name: f for f in dataclasses.fields(SegmentParams)}[name]
+    if isinstance(field.default, tuple):
+        return list(field.default) or None
+    return field.default

@@ -29,8 +29,10 @@ def free_domain_id() -> int:
     return random.SystemRandom().randint(1, 101)
 
 
-def node_command(params: dict[str, Any]) -> list[str]:
-    args = [sys.executable, '-m', 'relkd_ros.segment_node', '--ros-args']
+def node_command(params: dict[str, Any], module: str = 'relkd_ros.segment_node',
+                 ros_args: Sequence[str] = ()) -> list[str]:
+    """The node's command line: ``-p`` for each of ``params``, then ``ros_args`` as they are."""
+    args = [sys.executable, '-m', module, '--ros-args', *ros_args]
     for name, value in params.items():
         if isinstance(value, (list, tuple)):
             text = '[' + ', '.join(f"'{v}'" for v in value) + ']'
@@ -42,15 +44,24 @@ def node_command(params: dict[str, Any]) -> list[str]:
     return args
 
 
-@contextmanager
-def running_node(params: dict[str, Any], domain_id: int, log_path: Path
-                 ) -> Iterator[subprocess.Popen[bytes]]:
-    """The node as a subprocess; always stopped (SIGINT, then SIGKILL) on exit."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
-               RMW_IMPLEMENTATION='rmw_fastrtps_cpp', OMP_NUM_THREADS='1')
+def node_environment(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a node process: this one's, on ``domain_id``, plus ``extra``. No
+    Fast DDS profile variable is inherited, so a test controls which profile is loaded."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith('_DEFAULT_PROFILES_FILE')}
+    env.update(ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
+               RMW_IMPLEMENTATION='rmw_fastrtps_cpp', OMP_NUM_THREADS='1', **(extra or {}))
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), env.get('PYTHONPATH')]))
+    return env
+
+
+@contextmanager
+def running_node(params: dict[str, Any], domain_id: int, log_path: Path, *,
+                 module: str = 'relkd_ros.segment_node', ros_args: Sequence[str] = (),
+                 env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """The node as a subprocess; always stopped (SIGINT, then SIGKILL) on exit."""
     with open(log_path, 'wb') as log:
-        process = subprocess.Popen(node_command(params), cwd=ROOT, env=env, stdout=log,
+        process = subprocess.Popen(node_command(params, module, ros_args), cwd=ROOT,
+                                   env=node_environment(domain_id, env), stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield process

@@ -10,6 +10,7 @@ import pytest
 from relkd_core.errors import ConfigError
 from relkd_ros.params import (
     SegmentParams,
+    allowed_values,
     default_value,
     parameter_names,
     params_from_values,
@@ -20,7 +21,28 @@ from relkd_ros.params import (
 def test_params_from_values_fills_defaults_and_casts_lists() -> None:
     params = params_from_values({'checkpoint': 'a.pt', 'vocabulary': ['car', 'road']})
     assert params.vocabulary == ('car', 'road') and params.queue_size == SegmentParams.queue_size
-    assert default_value('vocabulary') == [] and parameter_names()[0] == 'checkpoint'
+    assert default_value('vocabulary') is None and parameter_names()[0] == 'checkpoint'
+
+
+def test_params_from_values_reads_unset_lists_as_their_default() -> None:
+    # rcl's YAML parser hands `vocabulary: []` to the node as an unset (None) value.
+    params = params_from_values({'checkpoint': 'a.pt', 'vocabulary': None,
+                                 'image_topics': None, 'static_transforms': []})
+    assert params.vocabulary == () and params.image_topics == () == params.static_transforms
+
+
+@pytest.mark.parametrize(('requested', 'cpus', 'threads'), [
+    (0, 2, 1), (0, 1, 1), (0, 16, 8), (3, 2, 3)])
+def test_params_threads_default_to_half_the_cores(requested: int, cpus: int,
+                                                  threads: int) -> None:
+    params = params_from_values({'checkpoint': 'a.pt', 'num_threads': requested})
+    assert params.threads(cpu_count=cpus) == threads
+
+
+def test_allowed_values_names_type_and_range() -> None:
+    assert allowed_values('queue_size') == 'an integer in [1, 100]'
+    assert allowed_values('min_range_m') == 'a number >= 0'
+    assert allowed_values('publish_legend') == 'a boolean'
 
 
 @pytest.mark.parametrize(('values', 'match'), [

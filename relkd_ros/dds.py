@@ -1,0 +1,36 @@
+"""Which environment variable points Fast DDS at an XML profile, per ROS distro.
+
+Fast DDS 2 (Humble, Iron, Jazzy) reads ``FASTRTPS_DEFAULT_PROFILES_FILE``; Fast DDS 3 (Kilted
+and later) reads ``FASTDDS_DEFAULT_PROFILES_FILE`` and still honours the old name, so setting
+both loads the profile twice and prints ``[XMLPARSER Error] ... There is other transport with
+the same id``. One variable is set, the one the running distro reads. Used by the launch file
+and the node; no ROS import.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+__all__ = ['NO_PROFILE', 'PROFILE_VARIABLES', 'profile_environment', 'profile_variable']
+
+#: Both variable names, newest first.
+PROFILE_VARIABLES: Final = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+#: Values of the launch argument ``dds_profile`` that mean "no profile" (the ros2 launch
+#: command line refuses an empty ``name:=``, hence a word).
+NO_PROFILE: Final = ('', 'none')
+_FAST_DDS_2: Final = ('foxy', 'galactic', 'humble', 'iron', 'jazzy')
+
+
+def profile_variable(distro: str | None = None) -> str:
+    """The variable the Fast DDS of ``distro`` (default ``$ROS_DISTRO``) reads."""
+    distro = os.environ.get('ROS_DISTRO', '') if distro is None else distro
+    return PROFILE_VARIABLES[1] if distro.lower() in _FAST_DDS_2 else PROFILE_VARIABLES[0]
+
+
+def profile_environment(profile: str, distro: str | None = None) -> dict[str, str]:
+    """Environment for the node: ``{variable: profile}``, or for no profile (``''`` or
+    ``none``) ``RELKD_NO_DDS_PROFILE=1``, which keeps the node from loading the shipped one."""
+    if profile.strip().lower() in NO_PROFILE:
+        return {'RELKD_NO_DDS_PROFILE': '1'}
+    return {profile_variable(distro): profile}
