@@ -67,6 +67,7 @@ setup(
             'relkd-bench = relkd_core.cli.bench:main',
             'relkd-label = relkd_core.cli.label:main',
             'relkd-export = relkd_core.cli.export:main',
+            'relkd-convert = relkd_core.cli.convert:main',
             # The ROS 2 shell: `ros2 run relkd_ros segment_node` after colcon, `relkd-segment`
             # after pip; both need rclpy.
             'segment_node = relkd_ros.segment_node:main',

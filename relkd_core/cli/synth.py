@@ -3,6 +3,9 @@
 Example::
 
     relkd-synth --out drive_0 --rig nuscenes --frames 40 --seed 0 --storage mcap
+
+``--layout nuscenes|semantickitti`` writes the same drive in that dataset's own folder layout
+instead of a bag (what ``relkd-convert`` reads; see :mod:`relkd_core.sim.native`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from relkd_core.cli.common import EXIT_OK, UsageError, positive_int, run
 from relkd_core.errors import ConfigError
 from relkd_core.outputs import claim_output, replace_output
 from relkd_core.sim.drive import SimFrame, SyntheticDrive
+from relkd_core.sim.native import write_nuscenes, write_semantickitti
 from relkd_core.sim.record import SYNTH_BAG_KIND, RecordSummary, record_drive
 from relkd_core.sim.rig import RIGS, RigConfig, load_rig
 from relkd_core.taxonomy import NUM_CLASSES, label_name
@@ -61,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=_seed, default=0,
                         help='scene and noise seed; same arguments give identical bags')
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+    parser.add_argument('--layout', choices=('bag', 'nuscenes', 'semantickitti'), default='bag',
+                        help='bag (default), or the drive as a nuScenes dataset folder (one '
+                             'scene) or a SemanticKITTI dataset folder (one sequence)')
+    parser.add_argument('--scene-name', default=None,
+                        help="nuscenes layout: the scene's name (default: scene-0001); "
+                             'semantickitti layout: the sequence (default: 00)')
+    parser.add_argument('--keyframe-every', type=positive_int, default=1, metavar='N',
+                        help='nuscenes layout: every N-th scan is a keyframe with labels, the '
+                             'others sweeps (default: 1)')
     parser.add_argument('--image-format', choices=('raw', 'jpeg'), default='raw',
                         help='raw: sensor_msgs/Image rgb8; jpeg: sensor_msgs/CompressedImage')
     parser.add_argument('--image-size', type=_image_size, default=None, metavar='WxH',
@@ -116,6 +129,8 @@ def _synth(args: argparse.Namespace) -> int:
     if args.image_size is not None:
         rig = rig.with_image_size(*args.image_size)
     out: Path = args.out
+    if args.layout != 'bag':
+        return _synth_native(args, rig)
     rig_file = [Path(args.rig)] if Path(args.rig).is_file() else []
     claim_output(out, kind=SYNTH_BAG_KIND, overwrite=args.overwrite, inputs=rig_file)
     drive = SyntheticDrive(rig, args.frames, args.seed, cameras=not args.no_cameras)
@@ -147,6 +162,30 @@ def _record(drive: SyntheticDrive, target: Path, args: argparse.Namespace,
 
         return record_drive(drive, target, storage=args.storage,
                             image_format=args.image_format, on_frame=advance)
+
+
+def _synth_native(args: argparse.Namespace, rig: RigConfig) -> int:
+    """--layout nuscenes|semantickitti: a dataset folder (a SemanticKITTI root may hold other
+    sequences already; the new sequence folder must not exist)."""
+    out: Path = args.out
+    if args.overwrite:
+        raise UsageError('--overwrite is not supported with --layout; remove --out first')
+    if args.layout == 'nuscenes' or not (out / 'sequences').is_dir():
+        claim_output(out, kind=f'synth-{args.layout}-layout', overwrite=False)
+    drive = SyntheticDrive(rig, args.frames, args.seed, cameras=not args.no_cameras)
+    started = time.perf_counter()
+    with tqdm(total=args.frames, unit='frame', desc=f'relkd-synth {args.layout}',
+              disable=None, file=sys.stderr) as bar:
+        if args.layout == 'nuscenes':
+            written = write_nuscenes([(args.scene_name or 'scene-0001', drive)], args.out,
+                                     keyframe_every=args.keyframe_every,
+                                     on_frame=lambda _: bar.update(1))
+        else:
+            written = write_semantickitti(drive, args.out, args.scene_name or '00',
+                                          on_frame=lambda _: bar.update(1))
+    print(f'wrote {written}: {args.frames} frames of rig {drive.rig.name} in the {args.layout} '
+          f'layout in {time.perf_counter() - started:.1f} s')
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

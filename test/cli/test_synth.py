@@ -95,3 +95,20 @@ def test_synth_overwrite_never_replaces_what_it_did_not_write(
     assert (notes / 'thesis.tex').read_text() == 'years of work'
     assert (tmp_path / 'file.txt').read_text() == 'a file'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['file.txt', 'notes']
+
+
+def test_cli_synth_layout_writes_dataset_folders(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    common = ['--frames', '2', '--image-size', '32x24', '--seed', '1']
+    assert main(['--layout', 'nuscenes', '--out', str(tmp_path / 'ns'), *common]) == 0
+    assert (tmp_path / 'ns' / 'v1.0-mini' / 'sample_data.json').is_file()
+    assert len(list((tmp_path / 'ns' / 'samples' / 'LIDAR_TOP').glob('*.pcd.bin'))) == 2
+    kitti = ['--layout', 'semantickitti', '--rig', 'kitti', '--out', str(tmp_path / 'sk'), *common]
+    assert main([*kitti, '--scene-name', '03']) == 0
+    assert main([*kitti, '--scene-name', '04', '--no-cameras']) == 0  # a second sequence
+    assert sorted(p.name for p in (tmp_path / 'sk' / 'sequences' / '03').iterdir()) == [
+        'calib.txt', 'image_2', 'image_3', 'labels', 'poses.txt', 'times.txt', 'velodyne']
+    assert not (tmp_path / 'sk' / 'sequences' / '04' / 'image_2').exists()
+    assert 'in the semantickitti layout' in capsys.readouterr().out
+    assert main([*kitti, '--scene-name', '03']) == 1  # an existing sequence is never replaced
+    assert 'sequences/03 already exists' in capsys.readouterr().err
