@@ -24,8 +24,9 @@ from relkd_core.geometry.se3 import make_transform, quaternion_to_matrix
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_TOPIC
 
-__all__ = ['RELIABILITIES', 'SegmentParams', 'allowed_values', 'default_value', 'parameter_descriptor',
-           'parameter_names', 'params_from_values', 'parse_static_transform']
+__all__ = ['RELIABILITIES', 'SegmentParams', 'allowed_values', 'default_value',
+           'parameter_descriptor', 'parameter_names', 'params_from_values',
+           'parse_static_transform']
 
 
 def _param(default: Any, description: str, *, min: float | None = None,

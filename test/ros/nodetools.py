@@ -30,9 +30,10 @@ def free_domain_id() -> int:
 
 
 def node_command(params: dict[str, Any], module: str = 'relkd_ros.segment_node',
-                 ros_args: Sequence[str] = ()) -> list[str]:
-    """The node's command line: ``-p`` for each of ``params``, then ``ros_args`` as they are."""
-    args = [sys.executable, '-m', module, '--ros-args', *ros_args]
+                 ros_args: Sequence[str] = (), argv: Sequence[str] = ()) -> list[str]:
+    """The node's command line: ``argv``, then after ``--ros-args`` the ``ros_args`` as they
+    are and ``-p`` for each of ``params``."""
+    args = [sys.executable, '-m', module, *argv, '--ros-args', *ros_args]
     for name, value in params.items():
         if isinstance(value, (list, tuple)):
             text = '[' + ', '.join(f"'{v}'" for v in value) + ']'
@@ -57,10 +58,11 @@ def node_environment(domain_id: int, extra: dict[str, str] | None = None) -> dic
 @contextmanager
 def running_node(params: dict[str, Any], domain_id: int, log_path: Path, *,
                  module: str = 'relkd_ros.segment_node', ros_args: Sequence[str] = (),
-                 env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+                 argv: Sequence[str] = (), env: dict[str, str] | None = None
+                 ) -> Iterator[subprocess.Popen[bytes]]:
     """The node as a subprocess; always stopped (SIGINT, then SIGKILL) on exit."""
     with open(log_path, 'wb') as log:
-        process = subprocess.Popen(node_command(params, module, ros_args), cwd=ROOT,
+        process = subprocess.Popen(node_command(params, module, ros_args, argv), cwd=ROOT,
                                    env=node_environment(domain_id, env), stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip('rclpy')
 pytest.importorskip('visualization_msgs.msg')
 
-from infer.checkpoints import synthetic_scan, write_tiny_checkpoint  # noqa: E402
-from ros.nodetools import (  # noqa: E402
+from infer.checkpoints import synthetic_scan, write_tiny_checkpoint
+from ros.nodetools import (
     ROOT,
     Probe,
     free_domain_id,
@@ -27,11 +27,11 @@ from ros.nodetools import (  # noqa: E402
     running_node,
     xyzi_cloud,
 )
-from sensor_msgs.msg import PointCloud2  # noqa: E402
+from sensor_msgs.msg import PointCloud2
 
-from relkd_core.infer import LABELED_POINT_DTYPE  # noqa: E402
-from relkd_ros.dds import PROFILE_VARIABLES, profile_environment  # noqa: E402
-from relkd_ros.segment_node import shipped_config  # noqa: E402
+from relkd_core.infer import LABELED_POINT_DTYPE
+from relkd_ros.dds import PROFILE_VARIABLES, profile_environment
+from relkd_ros.segment_node import shipped_config
 
 SHIPPED_PARAMS = ROOT / 'config' / 'segment.yaml'
 LAUNCH = ROOT / 'launch' / 'segment.launch.py'
@@ -47,12 +47,13 @@ def launch_defaults() -> dict[str, Any]:
 
 def labels_one_scan(ros_args: Sequence[str], tmp_path: Path, *, points: str = 'points',
                     labeled: str = 'labeled_points', env: dict[str, str] | None = None,
-                    module: str = 'relkd_ros.segment_node') -> tuple[Any, str]:
+                    module: str = 'relkd_ros.segment_node', argv: Sequence[str] = ()
+                    ) -> tuple[Any, str]:
     """Start the node with ``ros_args``, publish one scan on ``points`` and return the labeled
     cloud from ``labeled`` and the node's log."""
     domain = free_domain_id()
     log = tmp_path / 'node.log'
-    with running_node({}, domain, log, module=module, ros_args=ros_args, env=env):
+    with running_node({}, domain, log, module=module, ros_args=ros_args, argv=argv, env=env):
         probe = Probe(domain)
         try:
             publisher = probe.publisher(PointCloud2, points)
@@ -112,6 +113,18 @@ def test_segment_node_runs_the_readme_command(tmp_path: Path) -> None:
         'student.pt', str(tmp_path / 'student.pt')).split()
     message, _ = labels_one_scan(ros_args, tmp_path, points='/LIDAR_TOP')
     assert message.header.frame_id == 'lidar'
+
+
+def test_segment_lifecycle_node_autostart_runs_from_the_shipped_params_file(
+        tmp_path: Path) -> None:
+    """``lifecycle:=true`` in the launch file: the managed node with ``--autostart``."""
+    checkpoint = write_tiny_checkpoint(tmp_path / 'student.pt')
+    message, log = labels_one_scan(['--params-file', str(SHIPPED_PARAMS),
+                                    '-p', f'checkpoint:={checkpoint}'], tmp_path,
+                                   module='relkd_ros.segment_lifecycle_node',
+                                   argv=['--autostart'])
+    assert len(np.frombuffer(message.data, LABELED_POINT_DTYPE)) == 2000
+    assert 'configured: ' in log and 'Traceback' not in log
 
 
 def test_shipped_dds_profile_loads_once_without_xml_errors(tmp_path: Path) -> None:

@@ -259,3 +259,36 @@ def test_segment_node_bounds_latency_and_memory_at_twice_its_rate(graph: Graph) 
     assert max(latencies) < 4 * single_s + 0.5
     assert _rss_mb(graph.process.pid) - rss_before < 300
     assert graph.alive()
+
+
+def test_segment_node_legend_follows_a_vocabulary_changed_mid_scan(graph: Graph) -> None:
+    """Set the vocabulary while large scans are being labelled: every cloud's labels index the
+    legend of its own vocabulary, and once a scan of the new one is out, the latched legend
+    names the new entries (it stayed on the old ones when the change came mid-scan)."""
+    big = synthetic_scan(120_000, seed=8)
+    stamps = [graph.next_stamp_ns() for _ in range(3)]
+    graph.points.publish(xyzi_cloud(big, stamps[0]))
+    time.sleep(0.02)
+    results = graph.probe.set_parameters(NODE, {'vocabulary': ['road', 'vegetation']})
+    try:
+        assert results[0].successful, results[0].reason
+        for t_ns in stamps[1:]:
+            graph.points.publish(xyzi_cloud(big, t_ns))
+            graph.labeled(t_ns)
+        last = np.frombuffer(graph.labeled(stamps[-1]).data, LABELED_POINT_DTYPE)['label']
+        assert set(np.unique(last).tolist()) <= {0, 1, UNLABELED}
+        assert graph.probe.wait_for(lambda: [m.text for m in graph.probe.messages('legend')[-1]
+                                             .markers[1:]] == ['0: road', '1: vegetation'], 5)
+    finally:
+        graph.probe.set_parameters(NODE, {'vocabulary': ['car', 'road', 'vegetation']})
+        graph.send(synthetic_scan(100, seed=9))
+
+
+def test_segment_node_vocabulary_set_to_an_empty_list_returns_to_the_checkpoints(
+        graph: Graph) -> None:
+    """`ros2 param set … vocabulary "[]"` sends an empty array: back to the default."""
+    assert graph.probe.set_parameters(NODE, {'vocabulary': ['road']})[0].successful
+    assert graph.probe.set_parameters(NODE, {'vocabulary': []})[0].successful
+    graph.send(synthetic_scan(100, seed=10))
+    assert graph.probe.wait_for(lambda: [m.text for m in graph.probe.messages('legend')[-1]
+                                         .markers[1:]] == ['0: car', '1: road', '2: vegetation'])
