@@ -6,13 +6,17 @@ Example::
         --out prepared/ --workers 2
 
 Running the same command again after an interruption resumes where it stopped. ``--shard i/n``
-lets n machines (or processes) share one output folder.
+lets n machines (or processes) share one output folder. ``--out`` must be new, empty, or a
+preparation (of the same bags and options) to continue; nothing else is ever written into.
+A run that yields no usable frame writes no manifest, says why on stderr, exits 1 and removes
+the folder if it created it.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +26,12 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from relkd_core.cli.common import EXIT_FAILURE, EXIT_OK, UsageError, positive_int, run
+from relkd_core.cli.common import EXIT_OK, UsageError, positive_int, run
 from relkd_core.data.prepare import PrepareOptions, PrepareReport, TeacherSpec, prepare_dataset
-from relkd_core.data.preset import load_preset
-from relkd_core.errors import ConfigError
+from relkd_core.data.prepared import PREPARED_KIND, SHARDS, is_prepared_dataset
+from relkd_core.data.preset import TopicPreset, load_preset
+from relkd_core.errors import ConfigError, DataError
+from relkd_core.outputs import claim_output
 from relkd_core.types import CameraFrame
 
 if TYPE_CHECKING:
@@ -116,10 +122,23 @@ def format_report(report: PrepareReport, out: Path) -> str:
     lines.extend(f'problem: {p}' for p in report.problems)
     if report.complete:
         lines.append(f'complete: manifest written to {out / "manifest.json"}')
+    elif report.frames_written == 0 and done == report.shards_total:
+        lines.append('no manifest: not one usable frame')
     else:
         lines.append(f'incomplete: {done} of {report.shards_total} shards of this group done; '
                      'the run that finishes the last shard writes the manifest')
     return '\n'.join(lines)
+
+
+def failure_reason(report: PrepareReport) -> str:
+    """Why a preparation has no usable frame, in one line."""
+    reasons = list(report.problems)
+    if report.dropped:
+        reasons.append('dropped frames: ' + ', '.join(
+            f'{n} {why}' for why, n in sorted(report.dropped.items())))
+    if not reasons and not report.scans:
+        reasons.append('the bags hold no scan on the preset\'s lidar topic')
+    return '; '.join(reasons)
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -127,6 +146,34 @@ def _prepare(args: argparse.Namespace) -> int:
         preset = load_preset(args.preset)
     except ConfigError as err:
         raise UsageError(f'--preset: {err}') from err
+    for bag in args.bag:
+        if not bag.exists():
+            raise UsageError(f'--bag {bag}: no such bag file or folder')
+    inputs = [*args.bag, *(p for p in (args.teacher_config, Path(args.preset))
+                           if p is not None and p.is_file())]
+    claim_output(args.out, kind=PREPARED_KIND, overwrite=False, resumable=True, inputs=inputs,
+                 recognise=is_prepared_dataset)
+    created = not args.out.exists() or not any(args.out.iterdir())
+    try:
+        report = _run_prepare(args, preset)
+    except BaseException:
+        # An interrupted or failed run keeps its completed shards, which a rerun resumes from.
+        if created and not _completed_shards(args.out):
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
+    if report.usable_frames == 0:
+        if created and args.shard == (0, 1):  # nothing of value, and nobody else works here
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise DataError(f'no usable frame in the given bags: {failure_reason(report)}; no '
+                        'dataset written')
+    return EXIT_OK
+
+
+def _completed_shards(out: Path) -> list[Path]:
+    return [p for p in (out / SHARDS).glob('*') if not p.name.startswith('.')]
+
+
+def _run_prepare(args: argparse.Namespace, preset: TopicPreset) -> PrepareReport:
     factory = None
     if args.teacher != 'none':
         factory = functools.partial(_camera_teacher_spec, args.teacher, args.teacher_config)
@@ -142,10 +189,7 @@ def _prepare(args: argparse.Namespace) -> int:
         report = prepare_dataset(args.bag, preset, args.out, teacher_factory=factory,
                                  options=options, progress=bar.update, on_plan=planned)
     print(format_report(report, args.out))
-    if report.usable_frames == 0:
-        print('relkd-prepare: error: no usable frame in the given bags', file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,6 +164,12 @@ class BagSource:
             elif key.endswith('.image_topic') and f'{topic}/compressed' in available:
                 resolved[topic] = f'{topic}/compressed'
             elif topic not in optional:
+                truncated_at = getattr(self._reader, 'truncated_at', None)
+                if truncated_at is not None:  # the topic may well be in the part that is lost
+                    raise UnreadableBagError(
+                        f'bag {self.path} is damaged: its MCAP file ends without its footer '
+                        f'(truncated at byte {truncated_at} of {self._reader.size_bytes}) and '
+                        f'what is left has no message on {topic!r} (preset key {key})')
                 listing = '\n  '.join(f'{t} ({m})' for t, m in sorted(available.items()))
                 raise BagError(
                     f'bag {self.path} has no topic {topic!r} (preset {self.preset.name!r} key '

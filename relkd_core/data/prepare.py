@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from relkd_core.atomic import write_text_atomic
+from relkd_core.atomic import make_staging_dir, sweep_stale, write_text_atomic
 from relkd_core.config import config_to_dict
 from relkd_core.data.frames import BagSource, FrameResult, PlannedFrame, UnreadableBagError
 from relkd_core.data.prepared import FORMAT, MANIFEST, PLAN, SHARD_META, SHARDS
@@ -276,7 +275,7 @@ def write_shard(out: Path, name: str, arrays: dict[str, NDArray[Any]], meta: dic
     per-file sha256 checksums."""
     shards = out / SHARDS
     shards.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.{os.getpid()}.', suffix='.tmp', dir=shards))
+    tmp = make_staging_dir(shards / name)
     try:
         for key, array in arrays.items():
             np.save(tmp / f'{key}.npy', array, allow_pickle=False)
@@ -295,26 +294,6 @@ def write_shard(out: Path, name: str, arrays: dict[str, NDArray[Any]], meta: dic
 def _fsync(path: Path) -> None:
     with path.open('rb') as stream:
         os.fsync(stream.fileno())
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temp folders left by killed runs (their process is gone) are removed."""
-    for tmp in (out / SHARDS).glob('.*.tmp'):
-        parts = tmp.name.split('.')
-        pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
-        if pid and pid != os.getpid() and _alive(pid):
-            continue
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- running ------------------------------------------------------------------------------
@@ -387,7 +366,7 @@ def prepare_dataset(bags: Sequence[str | os.PathLike[str]], preset: TopicPreset,
     (out_dir / SHARDS).mkdir(exist_ok=True)
     _check_plan(out_dir, _plan_identity(bag_paths, preset, teacher_info,
                                         options.frames_per_shard, options.superpixels))
-    _remove_stale_temporaries(out_dir)
+    sweep_stale(out_dir / SHARDS)  # shards half-written by runs that were killed
     shards = _shards_of(planned, options.frames_per_shard)
     names = [f'{k:06d}' for k in range(len(shards))]
     report.shards_total = len(shards)
@@ -449,8 +428,8 @@ def _finish(out: Path, names: list[str], bags: list[Path], sources: list[BagSour
     for meta in metas:
         report.add(meta)
     report.usable_frames = report.frames_written
-    if len(metas) != len(names):
-        return
+    if len(metas) != len(names) or report.frames_written == 0:
+        return  # incomplete, or complete but empty: no manifest promises a usable dataset
     manifest = {
         'format': FORMAT,
         'bags': [{'path': str(path), 'scans': source.num_scans if source else 0,

@@ -42,13 +42,28 @@ from numpy.typing import NDArray
 from relkd_core.errors import DataError
 from relkd_core.geometry.grid import sample_grid
 
-__all__ = ['FORMAT', 'PreparedDataset', 'PreparedFrame', 'rank_indices']
+__all__ = ['FORMAT', 'PREPARED_KIND', 'PreparedDataset', 'PreparedFrame', 'is_prepared_dataset',
+           'rank_indices']
 
 FORMAT = 'relkd-prepared/1'
 MANIFEST = 'manifest.json'
 PLAN = 'plan.json'
 SHARDS = 'shards'
 SHARD_META = 'meta.json'
+#: The output kind of relkd-prepare (see relkd_core.outputs): recognised by its plan or manifest.
+PREPARED_KIND = 'prepared-dataset'
+
+
+def is_prepared_dataset(path: Path) -> bool:
+    """Whether folder ``path`` holds a preparation (complete or not): its plan or manifest
+    names this format."""
+    for name in (MANIFEST, PLAN):
+        try:
+            if json.loads((path / name).read_text()).get('format') == FORMAT:
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 @dataclass(frozen=True)

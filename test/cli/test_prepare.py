@@ -42,7 +42,25 @@ def test_cli_prepare_fails_when_nothing_is_usable(tiny_bags: dict, tmp_path: Pat
     captured = capsys.readouterr()
     assert code == 1
     assert 'dropped frames: 3 only NaN points' in captured.out
-    assert 'relkd-prepare: error: no usable frame in the given bags' in captured.err
+    assert captured.err.splitlines()[-1] == (
+        'relkd-prepare: error: no usable frame in the given bags: dropped frames: 3 only NaN '
+        'points; no dataset written')
+    assert not (tmp_path / 'o').exists()  # no folder that looks like a dataset
+
+
+def test_cli_prepare_unreadable_bag_leaves_no_manifest(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'metadata.yaml').write_text('not: a bag\n')
+    out = tmp_path / 'o'
+    out.mkdir()  # an existing empty folder: kept, but it gets no manifest
+    code = main(['--bag', str(broken), '--preset', 'synth-kitti', '--out', str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count('\n') == 1 and err.startswith(
+        f'relkd-prepare: error: no usable frame in the given bags: cannot open bag {broken}')
+    assert not (out / 'manifest.json').exists()
 
 
 def test_cli_prepare_unknown_preset_is_usage_error(tiny_bags: dict, tmp_path: Path,
@@ -53,12 +71,24 @@ def test_cli_prepare_unknown_preset_is_usage_error(tiny_bags: dict, tmp_path: Pa
     assert "--preset: unknown preset 'kiti'" in capsys.readouterr().err
 
 
-def test_cli_prepare_missing_bag_is_failure(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prepare_missing_bag_is_usage_error(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     code = main(['--bag', str(tmp_path / 'nope'), '--preset', 'synth-kitti',
                  '--out', str(tmp_path / 'o')])
-    assert code == 1
-    assert 'does not exist' in capsys.readouterr().out
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f'relkd-prepare: error: --bag {tmp_path / "nope"}: no such bag file or folder')
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_prepare_refuses_a_folder_it_did_not_write(tiny_bags: dict, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / 'notes.txt').write_text('mine')
+    code = main(['--bag', str(tiny_bags[('kitti', 'mcap')]), '--preset', 'synth-kitti',
+                 '--out', str(tmp_path)])
+    assert code == 2
+    assert 'a folder that relkd did not write, not a prepared-dataset' in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['notes.txt']
 
 
 def test_cli_prepare_superpixels_are_stored(tiny_bags: dict, tmp_path: Path) -> None:

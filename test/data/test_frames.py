@@ -154,6 +154,21 @@ def test_frames_truncated_mcap_keeps_frames_before_the_damage(tiny_bags: dict,
     assert results and all(r.frame is not None for r in results)
 
 
+def test_frames_mcap_cut_before_its_topics_is_damaged_not_misconfigured(
+        tiny_bags: dict, tmp_path: Path) -> None:
+    bag = rewrite_bag(tiny_bags[('kitti', 'mcap')], tmp_path / 'cut')
+    mcap = next(bag.glob('*.mcap'))
+    size = mcap.stat().st_size
+    with mcap.open('r+b') as stream:
+        stream.truncate(int(size * 0.02))
+    # Not "bag has no topic ... change that preset key": the topics are in the lost part.
+    with pytest.raises(UnreadableBagError, match=rf'^bag {bag} is damaged: its MCAP file ends '
+                                                 rf'without its footer \(truncated at byte \d+ '
+                                                 rf'of {int(size * 0.02)}\) and what is left has '
+                                                 r"no message on '/"):
+        BagSource(bag, load_preset('synth-kitti'))
+
+
 def test_frames_corrupt_database_is_unreadable(tiny_bags: dict, tmp_path: Path) -> None:
     bag = rewrite_bag(tiny_bags[('kitti', 'mcap')], tmp_path / 'db', storage='sqlite3')
     db = next(bag.glob('*.db3'))
