@@ -35,7 +35,7 @@ CHOICES = {name: ['true', 'false'] for name in ('lifecycle', 'autostart', 'use_r
 
 
 def _nodes(context, share):
-    from relkd_ros.dds import profile_environment
+    from relkd_ros.environment import node_environment
 
     def value(name):
         return LaunchConfiguration(name).perform(context)
@@ -46,7 +46,7 @@ def _nodes(context, share):
         parameters=[value('params_file'), {'checkpoint': value('checkpoint')}],
         remappings=[('points', value('points')), ('labeled_points', value('labeled_points')),
                     ('legend', value('legend'))],
-        additional_env=profile_environment(value('dds_profile')))
+        additional_env=node_environment(value('dds_profile')))
     if lifecycle:
         segment = LifecycleNode(executable='segment_lifecycle_node',
                                 arguments=['--autostart'] if value('autostart') == 'true' else [],

@@ -110,7 +110,7 @@ def use_shipped_dds_profile() -> str | None:
     100k+-point clouds go through shared memory instead of fragmented UDP) unless a profile
     was chosen already, or ``RELKD_NO_DDS_PROFILE`` is set (the launch file sets it for
     ``dds_profile:=none``). Returns the profile used, or None. Only affects this process."""
-    from relkd_ros.dds import PROFILE_VARIABLES, profile_environment
+    from relkd_ros.environment import PROFILE_VARIABLES, profile_environment
 
     if any(os.environ.get(name) for name in (*PROFILE_VARIABLES, 'RELKD_NO_DDS_PROFILE')):
         return None

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from relkd_core.atomic import write_text_atomic
 from relkd_core.eval.evaluate import BevSample, EvalResult
-from relkd_core.taxonomy import CLASS_NAMES, LABEL_COLORS
+from relkd_core.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ['gap_scatter', 'markdown_table', 'pearson', 'write_html', 'write_report']
 
@@ -41,18 +41,24 @@ def _save(figure: Any, path: Path) -> str:
     return path.name
 
 
+def _taxonomy(metrics: dict[str, Any]) -> Taxonomy:
+    """The taxonomy a run was scored in (nuScenes-16 for metrics that do not name one)."""
+    return load_taxonomy(metrics.get('data', {}).get('taxonomy') or 'nuscenes16')
+
+
 def plot_per_class_iou(metrics: dict[str, Any], path: Path) -> str:
     plt = _pyplot()
-    student = [metrics['per_class_iou'].get(n) for n in CLASS_NAMES]
+    names = list(metrics['per_class_iou'])
+    student = [metrics['per_class_iou'].get(n) for n in names]
     teacher = metrics.get('teacher_per_class_iou')
     figure, axes = plt.subplots(figsize=(8, 5))
-    rows = np.arange(len(CLASS_NAMES))
+    rows = np.arange(len(names))
     height = 0.4 if teacher else 0.8
     axes.barh(rows, [v or 0.0 for v in student], height=height, label='3D student (all points)')
     if teacher:
-        axes.barh(rows + height, [teacher.get(n) or 0.0 for n in CLASS_NAMES], height=height,
+        axes.barh(rows + height, [teacher.get(n) or 0.0 for n in names], height=height,
                   label='2D teacher (visible points)', color='tab:orange')
-    axes.set_yticks(rows + (height / 2 if teacher else 0), CLASS_NAMES)
+    axes.set_yticks(rows + (height / 2 if teacher else 0), names)
     axes.invert_yaxis()
     axes.set_xlabel('IoU (%)')
     axes.set_xlim(0, 100)
@@ -61,15 +67,17 @@ def plot_per_class_iou(metrics: dict[str, Any], path: Path) -> str:
     return _save(figure, path)
 
 
-def plot_confusion(confusion: NDArray[np.int64], path: Path, title: str) -> str:
+def plot_confusion(confusion: NDArray[np.int64], path: Path, title: str,
+                   class_names: Sequence[str] | None = None) -> str:
     plt = _pyplot()
+    names = list(class_names or load_taxonomy('nuscenes16').names)
     counts = confusion[1:, 1:].astype(np.float64)
     totals = confusion[1:, :].sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     figure, axes = plt.subplots(figsize=(7.5, 6.5))
     image = axes.imshow(share, cmap='Blues', vmin=0, vmax=1)
-    axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=90)
-    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_xticks(range(len(names)), names, rotation=90)
+    axes.set_yticks(range(len(names)), names)
     axes.set_xlabel('predicted')
     axes.set_ylabel('true')
     axes.set_title(title)
@@ -77,25 +85,28 @@ def plot_confusion(confusion: NDArray[np.int64], path: Path, title: str) -> str:
     return _save(figure, path)
 
 
-def _colors(labels: NDArray[np.uint16]) -> NDArray[np.float64]:
-    palette = np.array(LABEL_COLORS, dtype=np.float64) / 255.0  # row 0: ignore
+def _colors(labels: NDArray[np.uint16], taxonomy: Taxonomy) -> NDArray[np.float64]:
+    palette = np.array(taxonomy.colors, dtype=np.float64) / 255.0  # row 0: ignore
     return palette[np.minimum(labels, len(palette) - 1)]
 
 
-def plot_bev(sample: BevSample, path: Path, extent_m: float = 50.0) -> str:
+def plot_bev(sample: BevSample, path: Path, extent_m: float = 50.0,
+             taxonomy: Taxonomy | None = None) -> str:
     plt = _pyplot()
+    taxonomy = taxonomy or load_taxonomy('nuscenes16')
     keep = np.all(np.abs(sample.xy_m) <= extent_m, axis=1)
     xy = sample.xy_m[keep]
     figure, axes = plt.subplots(1, 2, figsize=(12, 6), sharex=True, sharey=True)
     for ax, labels, title in ((axes[0], sample.true_labels[keep], 'ground truth'),
                               (axes[1], sample.predicted_labels[keep], 'prediction')):
-        ax.scatter(xy[:, 0], xy[:, 1], s=0.3, c=_colors(labels), linewidths=0)
+        ax.scatter(xy[:, 0], xy[:, 1], s=0.3, c=_colors(labels, taxonomy), linewidths=0)
         ax.set_title(f'{title} ({sample.key})')
         ax.set_aspect('equal')
         ax.set_xlabel('x (m)')
     axes[0].set_ylabel('y (m)')
-    handles = [plt.Line2D([], [], marker='o', ls='', color=_colors(np.array([i + 1]))[0],
-                          label=name) for i, name in enumerate(CLASS_NAMES)]
+    handles = [plt.Line2D([], [], marker='o', ls='',
+                          color=_colors(np.array([i + 1]), taxonomy)[0], label=name)
+               for i, name in enumerate(taxonomy.names)]
     figure.legend(handles=handles, loc='lower center', ncol=8, fontsize=7)
     return _save(figure, path)
 
@@ -198,7 +209,7 @@ def write_report(out_dir: str | os.PathLike[str], results: Sequence[EvalResult])
         if teacher:
             header += ['student, visible points', 'teacher, visible points']
         rows = []
-        for cls in CLASS_NAMES:
+        for cls in metrics['per_class_iou']:
             row = [cls, metrics['per_class_iou'].get(cls)]
             if teacher:
                 row += [metrics['visible']['per_class_iou'].get(cls), teacher.get(cls)]
@@ -218,9 +229,11 @@ def write_report(out_dir: str | os.PathLike[str], results: Sequence[EvalResult])
                       f"evaluated on {metrics['evaluated_scans']} scans.", '']
         plots = [plot_per_class_iou(metrics, out / f'per_class_iou{tag}.png'),
                  plot_confusion(result.confusion, out / f'confusion{tag}.png',
-                                f"{metrics['protocol']} confusion (rows: true class)")]
+                                f"{metrics['protocol']} confusion (rows: true class)",
+                                list(metrics['per_class_iou']))]
         if result.bev is not None:
-            plots.append(plot_bev(result.bev, out / f'bev{tag}.png'))
+            plots.append(plot_bev(result.bev, out / f'bev{tag}.png',
+                                  taxonomy=_taxonomy(metrics)))
         lines += [f'![{p}]({p})' for p in plots] + ['']
         runs.append({**metrics, 'label': name})
     if len(results) == 1:

@@ -45,7 +45,7 @@ def node_command(params: dict[str, Any], module: str = 'relkd_ros.segment_node',
     return args
 
 
-def node_environment(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+def process_environment(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a node process: this one's, on ``domain_id``, plus ``extra``. No
     Fast DDS profile variable is inherited, so a test controls which profile is loaded."""
     env = {k: v for k, v in os.environ.items() if not k.endswith('_DEFAULT_PROFILES_FILE')}
@@ -63,7 +63,7 @@ def running_node(params: dict[str, Any], domain_id: int, log_path: Path, *,
     """The node as a subprocess; always stopped (SIGINT, then SIGKILL) on exit."""
     with open(log_path, 'wb') as log:
         process = subprocess.Popen(node_command(params, module, ros_args, argv), cwd=ROOT,
-                                   env=node_environment(domain_id, env), stdout=log,
+                                   env=process_environment(domain_id, env), stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield process

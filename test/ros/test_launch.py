@@ -13,12 +13,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_TOPIC
 from relkd_core.sim.rig import RIGS
-from relkd_ros.dds import PROFILE_VARIABLES, profile_environment, profile_variable
+from relkd_ros.environment import (
+    PROFILE_VARIABLES,
+    node_environment,
+    profile_environment,
+    profile_variable,
+)
 from relkd_ros.params import SegmentParams, default_value, parameter_names, params_from_values
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +110,14 @@ def test_dds_profile_environment_sets_one_variable_per_distro() -> None:
     assert profile_environment('/p.xml', 'kilted') == {'FASTDDS_DEFAULT_PROFILES_FILE': '/p.xml'}
     assert profile_environment('none') == profile_environment('') == {
         'RELKD_NO_DDS_PROFILE': '1'}
+
+
+def test_node_environment_adds_passive_openmp_waiting_unless_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
+    assert node_environment('none')['OMP_WAIT_POLICY'] == 'PASSIVE'
+    monkeypatch.setenv('OMP_WAIT_POLICY', 'ACTIVE')
+    assert 'OMP_WAIT_POLICY' not in node_environment('none')
 
 
 def test_dds_profile_is_valid_xml_with_a_large_shared_memory_segment() -> None:

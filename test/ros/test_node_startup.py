@@ -22,15 +22,15 @@ from ros.nodetools import (
     Probe,
     free_domain_id,
     node_command,
-    node_environment,
     node_log_tail,
+    process_environment,
     running_node,
     xyzi_cloud,
 )
 from sensor_msgs.msg import PointCloud2
 
 from relkd_core.infer import LABELED_POINT_DTYPE
-from relkd_ros.dds import PROFILE_VARIABLES, profile_environment
+from relkd_ros.environment import PROFILE_VARIABLES, node_environment
 from relkd_ros.segment_node import shipped_config
 
 SHIPPED_PARAMS = ROOT / 'config' / 'segment.yaml'
@@ -90,7 +90,7 @@ def test_segment_node_runs_with_the_launch_files_parameters_and_environment(
     checkpoint = write_tiny_checkpoint(tmp_path / 'student.pt')
     profile = shipped_config('fastdds_large_messages.xml')
     assert profile is not None and defaults['dds_profile'] == ('config', profile.name)
-    env = profile_environment(str(profile), distro='kilted')
+    env = node_environment(str(profile), distro='kilted')
     ros_args = ['--params-file', str(ROOT.joinpath(*defaults['params_file'])),
                 '-p', f'checkpoint:={checkpoint}',
                 *[item for name in ('points', 'labeled_points', 'legend')
@@ -146,7 +146,7 @@ def _start_fails(ros_args: list[str], tmp_path: Path, params_file: str | None = 
         path.write_text(params_file)
         ros_args = ['--params-file', str(path), *ros_args]
     result = subprocess.run(node_command({}, ros_args=ros_args), cwd=ROOT, timeout=120,
-                            env=node_environment(free_domain_id()), capture_output=True,
+                            env=process_environment(free_domain_id()), capture_output=True,
                             text=True)
     return result.returncode, result.stdout + result.stderr
 
