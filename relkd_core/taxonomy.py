@@ -36,6 +36,7 @@ __all__ = [
     'IGNORE_LABEL',
     'LABEL_COLORS',
     'LABEL_OF',
+    'MAX_RAW_ID',
     'NUM_CLASSES',
     'NUSCENES16',
     'TAXONOMIES',

@@ -47,13 +47,13 @@ from relkd_core.infer.labeler import stored_vocabulary, teacher_text_encoder
 from relkd_core.metrics import confusion_matrix
 from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, load_checkpoint
 from relkd_core.models.distilled import scan_features as student_features
-from relkd_core.taxonomy import CLASS_NAMES, NUM_CLASSES
+from relkd_core.taxonomy import NUSCENES16, Taxonomy, load_taxonomy
 from relkd_core.teachers.base import normalize_rows
 from relkd_core.teachers.evaluate import ZeroShotResult, predict_labels
 from relkd_core.teachers.vocabulary import Vocabulary
 
 __all__ = ['PROTOCOLS', 'BevSample', 'EvalConfig', 'EvalResult', 'Protocol', 'checkpoint_text',
-           'evaluate', 'file_sha256']
+           'dataset_taxonomy', 'evaluate', 'file_sha256']
 
 LOG = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ class EvalConfig:
     Attributes:
         protocol: one of :data:`PROTOCOLS`.
         label_fraction: share of labelled scans for linear-probe and finetune (0.01 = 1%).
-        vocabulary: closed-set vocabulary for zero-shot (every entry needs a taxonomy label);
-            None: the checkpoint's own.
+        vocabulary: closed-set vocabulary for zero-shot (every entry needs a label of the
+            data's taxonomy); None: the checkpoint's own on nuScenes-16 data, else every class
+            of the data's taxonomy with its prompts (SemanticKITTI's 19 names, say).
         train_data: prepared dataset the labelled scans come from; None: the evaluated one.
         max_gap_pairs: pairs sampled for the structural gap.
         fewshot: optimisation of the few-shot protocols (its seed also picks the scans).
@@ -133,13 +134,24 @@ def checkpoint_text(checkpoint: StudentCheckpoint, vocabulary: Vocabulary | None
     return vocabulary, normalize_rows(teacher_text_encoder(checkpoint).text_features(vocabulary))
 
 
-def _closed_set(vocabulary: Vocabulary) -> None:
+def _closed_set(vocabulary: Vocabulary, taxonomy: Taxonomy) -> None:
     unknown = [n for n, label in zip(vocabulary.names, vocabulary.labels, strict=True)
-               if label == 0]
+               if not 1 <= label <= taxonomy.num_classes]
     if unknown:
         raise ConfigError(f'closed-set evaluation needs every vocabulary entry to stand for a '
-                          f'taxonomy class; {unknown} do not (taxonomy names: '
-                          f'{list(CLASS_NAMES)}, or give a label: in a vocabulary YAML)')
+                          f'class of the data\'s taxonomy {taxonomy.name}; {unknown} do not '
+                          f'(taxonomy names: {list(taxonomy.names)}, or give a label: in a '
+                          'vocabulary YAML)')
+
+
+def dataset_taxonomy(dataset: PreparedDataset) -> Taxonomy:
+    """The taxonomy of a prepared dataset's labels: its preset's (nuScenes-16 for datasets
+    prepared before presets named one)."""
+    name = dataset.manifest.get('preset', {}).get('taxonomy') or NUSCENES16.name
+    try:
+        return load_taxonomy(name)
+    except ConfigError as err:
+        raise DataError(f'{dataset.root}: {err}') from err
 
 
 def _open_dataset(root: Path, *, labels: bool) -> PreparedDataset:
@@ -175,8 +187,8 @@ def _check_teacher(checkpoint: StudentCheckpoint, dataset: PreparedDataset, *,
     return True
 
 
-def _scores(confusion: NDArray[np.int64]) -> dict[str, Any]:
-    summary = ZeroShotResult.from_confusion(confusion).to_dict()
+def _scores(confusion: NDArray[np.int64], taxonomy: Taxonomy) -> dict[str, Any]:
+    summary = ZeroShotResult.from_confusion(confusion).to_dict(taxonomy.names)
     return {'miou': summary['miou_pct'], 'per_class_iou': summary['per_class_iou_pct'],
             'num_points': summary['num_samples']}
 
@@ -207,12 +219,17 @@ class _Evaluator:
         return student_features(self.model, [torch.from_numpy(points)], head=head)[0].cpu()
 
     def zero_shot(self, dataset: PreparedDataset, *, with_gap: bool) -> EvalResult:
-        if self.config.vocabulary is not None:
-            _closed_set(self.config.vocabulary)  # before embedding it: fail fast
-        vocabulary, text = checkpoint_text(self.checkpoint, self.config.vocabulary)
-        _closed_set(vocabulary)
+        taxonomy = dataset_taxonomy(dataset)
+        wanted = self.config.vocabulary
+        if wanted is None and taxonomy.name != NUSCENES16.name:
+            wanted = Vocabulary.from_taxonomy(taxonomy)  # the data's own class names
+        if wanted is not None:
+            _closed_set(wanted, taxonomy)  # before embedding it: fail fast
+        vocabulary, text = checkpoint_text(self.checkpoint, wanted)
+        _closed_set(vocabulary, taxonomy)
         teacher = _check_teacher(self.checkpoint, dataset, required=False)
-        size = NUM_CLASSES + 1
+        size = taxonomy.num_classes + 1
+        classes = taxonomy.num_classes
         all_points = np.zeros((size, size), np.int64)
         student_visible, teacher_visible = (np.zeros((size, size), np.int64) for _ in range(2))
         pairs_k: list[NDArray[np.float32]] = []
@@ -224,25 +241,25 @@ class _Evaluator:
             labels = _labels(frame)
             feats = self.features(frame.points).numpy()
             predicted = predict_labels(feats, text, vocabulary)
-            all_points += confusion_matrix(labels, predicted)
+            all_points += confusion_matrix(labels, predicted, classes)
             if bev is None:
                 bev = BevSample(frame.key, frame.points[:, :2].copy(), labels.copy(), predicted)
             visible, first = _visible(frame)
-            student_visible += confusion_matrix(labels[visible], predicted[visible])
+            student_visible += confusion_matrix(labels[visible], predicted[visible], classes)
             if teacher and frame.pair_features is not None and len(visible):
                 teacher_feats = frame.pair_features[first]
                 teacher_visible += confusion_matrix(
-                    labels[visible], predict_labels(teacher_feats, text, vocabulary))
+                    labels[visible], predict_labels(teacher_feats, text, vocabulary), classes)
                 if with_gap:
                     rows = sample_rows(len(visible), per_frame, self.config.fewshot.seed + i)
                     pairs_k.append(feats[visible[rows]])
                     pairs_q.append(teacher_feats[rows])
             self._tick('zero-shot', i + 1, len(dataset))
-        metrics: dict[str, Any] = {**_scores(all_points),
+        metrics: dict[str, Any] = {**_scores(all_points, taxonomy),
                                    'vocabulary': list(vocabulary.names),
-                                   'visible': _scores(student_visible)}
+                                   'visible': _scores(student_visible, taxonomy)}
         if teacher:
-            teacher_scores = _scores(teacher_visible)
+            teacher_scores = _scores(teacher_visible, taxonomy)
             metrics['teacher_miou'] = teacher_scores['miou']
             metrics['teacher_per_class_iou'] = teacher_scores['per_class_iou']
         else:
@@ -271,6 +288,12 @@ class _Evaluator:
     def few_shot(self, dataset: PreparedDataset, source: PreparedDataset, same: bool
                  ) -> EvalResult:
         cfg = self.config
+        taxonomy = dataset_taxonomy(dataset)
+        source_taxonomy = dataset_taxonomy(source)
+        if source_taxonomy.name != taxonomy.name:
+            raise DataError(f'{source.root} is labelled in {source_taxonomy.name} but '
+                            f'{dataset.root} in {taxonomy.name}; few-shot needs one taxonomy')
+        classes = taxonomy.num_classes
         chosen = select_scans(len(source), cfg.label_fraction, cfg.fewshot.seed)
         labelled = [source[int(i)] for i in chosen]
         held = set(chosen.tolist()) if same else set()
@@ -282,7 +305,7 @@ class _Evaluator:
         if cfg.protocol == 'linear-probe':
             feats = [self.features(f.points, head=False) for f in labelled]
             probe = train_linear_probe(*labelled_points(feats, [_labels(f) for f in labelled]),
-                                       cfg.fewshot)
+                                       cfg.fewshot, num_classes=classes)
 
             def predict_probe(points: NDArray[np.float32]) -> NDArray[np.uint16]:
                 with torch.no_grad():
@@ -294,20 +317,20 @@ class _Evaluator:
             student = copy.deepcopy(self.model)
             predict = finetune(student, [f.points for f in labelled],
                                [_labels(f) for f in labelled],
-                               cfg.fewshot, on_step=lambda s, _: self._tick(
+                               cfg.fewshot, num_classes=classes, on_step=lambda s, _: self._tick(
                                    'finetune', s + 1, cfg.fewshot.finetune_steps))
-        size = NUM_CLASSES + 1
+        size = classes + 1
         confusion = np.zeros((size, size), np.int64)
         bev = None
         for done, i in enumerate(evaluated):
             frame = dataset[i]
             labels = _labels(frame)
             predicted = predict(frame.points)
-            confusion += confusion_matrix(labels, predicted)
+            confusion += confusion_matrix(labels, predicted, classes)
             if bev is None:
                 bev = BevSample(frame.key, frame.points[:, :2].copy(), labels.copy(), predicted)
             self._tick(cfg.protocol, done + 1, len(evaluated))
-        metrics = {**_scores(confusion), 'label_fraction': cfg.label_fraction,
+        metrics = {**_scores(confusion, taxonomy), 'label_fraction': cfg.label_fraction,
                    'labelled_scans': [f.key for f in labelled],
                    'labelled_from': str(source.root), 'evaluated_scans': len(evaluated),
                    'fewshot': {'probe_epochs': cfg.fewshot.probe_epochs,
@@ -349,6 +372,7 @@ def evaluate(checkpoint_path: str | os.PathLike[str], data: str | os.PathLike[st
     header = {'protocol': config.protocol,
               'data': {'path': str(root), 'frames': len(dataset),
                        'preset': manifest.get('preset', {}).get('name'),
+                       'taxonomy': dataset_taxonomy(dataset).name,
                        'teacher_id': dataset.teacher_id},
               'checkpoint': {'path': str(checkpoint_path),
                              'sha256': file_sha256(checkpoint_path),

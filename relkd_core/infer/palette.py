@@ -1,10 +1,9 @@
 """Colours of vocabulary entries, one palette for the labeled cloud, overlays and legends.
 
-An entry that stands for a taxonomy class takes that class's colour
-(:data:`relkd_core.taxonomy.LABEL_COLORS`), so the default vocabulary looks like the
-nuScenes-lidarseg palette; synonyms of one class share its colour. Free-text entries take
-colours from :data:`FREE_TEXT_COLORS` by entry index, so a given vocabulary is always drawn the
-same way.
+An entry that stands for a taxonomy class takes that class's colour in the taxonomy
+(nuScenes-16 unless told), so the default vocabulary looks like the dataset's palette;
+synonyms of one class share its colour. Free-text entries take colours from
+:data:`FREE_TEXT_COLORS` by entry index, so a given vocabulary is always drawn the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from relkd_core.taxonomy import LABEL_COLORS
+from relkd_core.taxonomy import NUSCENES16, Taxonomy
 from relkd_core.teachers.vocabulary import Vocabulary
 
 __all__ = ['FREE_TEXT_COLORS', 'UNLABELED_COLOR', 'entry_colors', 'label_colors', 'pack_rgb']
@@ -31,9 +30,12 @@ FREE_TEXT_COLORS: Final[tuple[tuple[int, int, int], ...]] = (
 )
 
 
-def entry_colors(vocabulary: Vocabulary) -> NDArray[np.uint8]:
-    """(C, 3) uint8 RGB, one row per vocabulary entry (see the module doc)."""
-    colors = [LABEL_COLORS[label] if label > 0 else FREE_TEXT_COLORS[i % len(FREE_TEXT_COLORS)]
+def entry_colors(vocabulary: Vocabulary, taxonomy: Taxonomy = NUSCENES16) -> NDArray[np.uint8]:
+    """(C, 3) uint8 RGB, one row per vocabulary entry (see the module doc); a label outside
+    ``taxonomy`` is drawn as free text."""
+    palette = taxonomy.colors
+    colors = [palette[label] if 0 < label < len(palette)
+              else FREE_TEXT_COLORS[i % len(FREE_TEXT_COLORS)]
               for i, label in enumerate(vocabulary.labels)]
     return np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
 

@@ -50,11 +50,12 @@ class ZeroShotResult:
         return cls(confusion=confusion, per_class_iou=per_class_iou(confusion),
                    miou=mean_iou(confusion), num_samples=int(confusion.sum()))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
         """JSON-safe summary in percent: ``miou_pct`` (None when no class occurs),
-        ``per_class_iou_pct`` (class name -> IoU, None where undefined) and ``num_samples``."""
+        ``per_class_iou_pct`` (class name -> IoU, None where undefined; ``class_names`` of
+        the taxonomy, nuScenes-16 by default) and ``num_samples``."""
         per_class = {name: (None if np.isnan(iou) else round(100.0 * float(iou), 2))
-                     for name, iou in zip(CLASS_NAMES, self.per_class_iou, strict=True)}
+                     for name, iou in zip(class_names, self.per_class_iou, strict=True)}
         miou = None if np.isnan(self.miou) else round(100.0 * self.miou, 2)
         return {'miou_pct': miou, 'per_class_iou_pct': per_class,
                 'num_samples': self.num_samples}
