@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument('--dataroot', required=True, type=Path, help='the dataset folder')
         p.add_argument('--out', required=True, type=Path,
-                       help='folder to create, one bag per scene inside (must not exist unless '
-                            '--overwrite)')
+                       help='folder to create (with missing parents), one bag per scene inside '
+                            '(must not exist unless --overwrite)')
         p.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
         p.add_argument('--workers', type=positive_int, default=1,
                        help='bags written in parallel (default: 1)')
@@ -125,7 +125,7 @@ def _preset(args: argparse.Namespace, scenes: list[Scene]) -> str:
 
 def _convert(args: argparse.Namespace) -> int:
     claim_output(args.out, kind=CONVERTED_KIND, overwrite=args.overwrite,
-                 inputs=[args.dataroot])
+                 inputs=[args.dataroot], parents=True)
     try:
         scenes = _scenes(args)
     except DatasetError as err:

@@ -63,7 +63,8 @@ def _write(scene: Scene, path: Path, storage: Storage) -> SceneBagSummary:
 def convert_scenes(scenes: Sequence[Scene], out: str | os.PathLike[str], *,
                    storage: Storage = 'mcap', workers: int = 1,
                    on_bag: Callable[[SceneBagSummary], None] | None = None) -> ConvertSummary:
-    """Write each scene as ``<out>/<scene.name>/`` (a bag folder); ``out`` appears complete.
+    """Write each scene as ``<out>/<scene.name>/`` (a bag folder); ``out`` (and any missing
+    folder above it) appears complete.
 
     An existing ``out`` (which the caller has claimed, see
     :func:`relkd_core.outputs.claim_output`) is replaced only once the new one is complete.
@@ -71,6 +72,7 @@ def convert_scenes(scenes: Sequence[Scene], out: str | os.PathLike[str], *,
     out = Path(out)
     started = time.perf_counter()
     summary = ConvertSummary(out=out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
     try:
         jobs = [(scene, staging / scene.name) for scene in scenes]
