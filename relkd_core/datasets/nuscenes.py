@@ -170,6 +170,14 @@ class NuScenes:
             self.lidarseg = {r['sample_data_token']: self.dataroot / r['filename'] for r in rows}
         self._by_token = {name: {r['token']: r for r in rows}
                           for name, rows in self.tables.items()}
+        # One pass over the (large: 2.6M rows in v1.0-trainval) sample_data table, so that a
+        # scene costs its own rows only.
+        self._samples_of: dict[str, list[str]] = {}
+        for row in self.tables['sample']:
+            self._samples_of.setdefault(row['scene_token'], []).append(row['token'])
+        self._readings_of: dict[str, list[dict[str, Any]]] = {}
+        for row in self.tables['sample_data']:
+            self._readings_of.setdefault(row['sample_token'], []).append(row)
 
     @staticmethod
     def _table(path: Path) -> list[dict[str, Any]]:
@@ -203,12 +211,12 @@ class NuScenes:
         if name not in scenes:
             raise DatasetError(f'{self.dataroot / self.version / "scene.json"}: no scene '
                                f'{name!r} (it has {len(scenes)} scenes)')
-        scene_token = scenes[name]['token']
-        samples = {r['token'] for r in self.tables['sample'] if r['scene_token'] == scene_token}
+        rows = [row for sample in self._samples_of.get(scenes[name]['token'], [])
+                for row in self._readings_of.get(sample, [])]
         readings: list[_Reading] = []
         mounts: dict[str, tuple[NDArray[np.float64], NDArray[np.float64] | None]] = {}
-        for row in self.tables['sample_data']:
-            if row['sample_token'] not in samples or not (sweeps or row['is_key_frame']):
+        for row in rows:
+            if not (sweeps or row['is_key_frame']):
                 continue
             where = f'sample_data {row["token"]}'
             calibrated = self._row('calibrated_sensor', row['calibrated_sensor_token'], where)
