@@ -143,8 +143,8 @@ def claim_output(out: str | os.PathLike[str], *, kind: str, overwrite: bool,
         same = marked == kind or (marked is None and recognise is not None
                                   and recognise(target))
         if not same:
-            if not any(target.iterdir()):
-                return  # an empty folder: nothing to lose
+            if all(entry.name == LOCK_NAME for entry in target.iterdir()):
+                return  # an empty folder (or one a process has just locked): nothing to lose
             found = (f'{marked} (written by relkd)' if marked is not None
                      else 'a folder that relkd did not write')
             raise OutputError(f'{name} {out} already exists and is {found}, not {what}; it is '

@@ -10,12 +10,16 @@ Examples::
 
 The config names a prepared dataset (``data.prepared``) or bags (``data.bags`` + ``preset``),
 which are prepared into ``data.cache_dir`` first. Ctrl-C or SIGTERM writes a checkpoint and
-exits with 130; ``--resume`` continues from it.
+exits with 130; ``--resume`` continues from it. A run folder (``out_dir``) that already holds
+checkpoints is refused without ``--resume`` (exit 2), and one that another trainer is using is
+refused with its pid (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -31,6 +35,7 @@ from relkd_core.errors import ConfigError
 from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint
 from relkd_core.train.config import TrainConfig
 from relkd_core.train.distributed import DistContext, init_distributed
+from relkd_core.train.run_folder import own_run_folder
 from relkd_core.train.trainer import (
     LAST_NAME,
     StepReport,
@@ -170,6 +175,14 @@ def _text_side(config: TrainConfig, teacher: Any) -> TextSide:
 
 def _train(args: argparse.Namespace) -> int:
     config, resume = _load_config(args)
+    # Rank 0 writes the run folder, so it alone claims and locks it, before any work.
+    owner = (own_run_folder(config, resuming=resume is not None)
+             if int(os.environ.get('RANK', '0')) == 0 else contextlib.nullcontext())
+    with owner:
+        return _run(config, resume)
+
+
+def _run(config: TrainConfig, resume: StudentCheckpoint | None) -> int:
     ctx = init_distributed(config.device)
     try:
         from relkd_core.teachers import build_teacher

@@ -147,9 +147,9 @@ class TrainConfig:
             raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
-#: Keys that may differ between a run and its resume: they change how often things are
-#: written or how data is loaded, not what is computed.
+#: Keys that may differ between a run and its resume: they change how often or where things
+#: are written or how data is loaded, not what is computed (a moved run folder resumes).
 RESUMABLE_KEYS = frozenset({
-    'steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'tensorboard',
+    'steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'tensorboard', 'out_dir',
     'data.loader_workers', 'device',
 })

@@ -32,7 +32,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
-from relkd_core.atomic import write_text_atomic
+from relkd_core.atomic import staging_prefix, write_text_atomic
 from relkd_core.config import config_to_dict, save_config
 from relkd_core.data.prepared import rank_indices
 from relkd_core.errors import CheckpointError, ConfigError, DataError
@@ -47,14 +47,12 @@ from relkd_core.models.distilled import (
 from relkd_core.train.batch import DistillBatch, DistillFrames, collate
 from relkd_core.train.config import RESUMABLE_KEYS, TrainConfig
 from relkd_core.train.distributed import DistContext
+from relkd_core.train.run_folder import FINAL_NAME, LAST_NAME, METRICS_NAME
 
 __all__ = ['StepReport', 'TextSide', 'TrainResult', 'Trainer', 'config_differences']
 
 logger = logging.getLogger(__name__)
 
-FINAL_NAME = 'student.pt'
-LAST_NAME = 'last.pt'
-METRICS_NAME = 'metrics.jsonl'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,19 +193,33 @@ class Trainer:
         if state is None:
             raise CheckpointError('the checkpoint has no training state (a final student.pt?); '
                                   'resume from last.pt or a checkpoints/step_*.pt file')
-        if int(state['world_size']) != self.ctx.world_size:
-            raise CheckpointError(
-                f'the checkpoint was written by {state["world_size"]} process(es), this run has '
-                f'{self.ctx.world_size}; resume with the same --nproc_per_node so every rank '
-                'continues its own share of the data')
-        self.model.load_state_dict(checkpoint.state_dict)
-        self.optimizer.load_state_dict(state['optimizer'])
-        self.scheduler.load_state_dict(state['scheduler'])
-        if state.get('scaler'):
-            self.scaler.load_state_dict(state['scaler'])
-        torch.set_rng_state(state['rng_torch'])
-        if self.ctx.device.type == 'cuda' and state.get('rng_cuda') is not None:
-            torch.cuda.set_rng_state(state['rng_cuda'], self.ctx.device)
+        try:
+            written_by = int(state['world_size'])
+            if written_by != self.ctx.world_size:
+                raise CheckpointError(
+                    f'the checkpoint was written by {written_by} process(es), this run has '
+                    f'{self.ctx.world_size}; resume with the same --nproc_per_node so every '
+                    'rank continues its own share of the data')
+            steps_per_epoch = state.get('steps_per_epoch', self.steps_per_epoch)
+            if int(steps_per_epoch) != self.steps_per_epoch:
+                raise CheckpointError(
+                    f'the checkpoint was written with {steps_per_epoch} steps per epoch, this '
+                    f'run has {self.steps_per_epoch}: the dataset (or data.max_frames) is not '
+                    'the one the run started on; resume on the same data, or start a new '
+                    'out_dir')
+            self.model.load_state_dict(checkpoint.state_dict)
+            self.optimizer.load_state_dict(state['optimizer'])
+            self.scheduler.load_state_dict(state['scheduler'])
+            if state.get('scaler'):
+                self.scaler.load_state_dict(state['scaler'])
+            torch.set_rng_state(state['rng_torch'])
+            if self.ctx.device.type == 'cuda' and state.get('rng_cuda') is not None:
+                torch.cuda.set_rng_state(state['rng_cuda'], self.ctx.device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            # A checkpoint whose state does not fit this run (edited, or from another model).
+            what = f'lacks {err}' if isinstance(err, KeyError) else str(err).splitlines()[0]
+            raise CheckpointError(f'cannot resume from this checkpoint: its training state '
+                                  f'does not fit this run ({what})') from err
         self.step = checkpoint.step
 
     # -- data ------------------------------------------------------------------------------
@@ -408,7 +420,7 @@ class Trainer:
 
 def _replace_link(target: Path, link: Path) -> None:
     """Point ``link`` at ``target``'s content atomically (hard link; a copy where links fail)."""
-    temporary = link.with_name(f'.{link.name}.{os.getpid()}.tmp')
+    temporary = link.with_name(f'{staging_prefix(link)}link.tmp')  # swept if we die here
     temporary.unlink(missing_ok=True)
     try:
         os.link(target, temporary)

@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
 
+from relkd_core.atomic import staging_prefix
 from relkd_core.cli.train import main
 from relkd_core.models.distilled import load_checkpoint
+from relkd_core.outputs import LOCK_NAME, OutputLock, mark_output
+from relkd_core.train.run_folder import RUN_KIND
 
 TINY_STUDENT = {'variant': '14', 'width_multiplier': 0.125, 'out_dim': 16,
                 'voxel_size_m': 0.4, 'voxelization': 'cartesian'}
@@ -176,3 +181,81 @@ def test_train_torchrun_two_processes_gloo(tiny_prepared: Path, tmp_path: Path) 
     assert checkpoint.training['steps_per_epoch'] == 2
     # Resuming it with one process is refused with a clear message.
     assert main(['--config', str(tmp_path / 'train.yaml'), '--resume']) == 1
+
+
+@pytest.fixture(scope='module')
+def trained_run(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-step run (last.pt, student.pt, checkpoints), to copy and misuse."""
+    root = tmp_path_factory.mktemp('trained')
+    assert main(['--config', str(_config(root, {'prepared': str(tiny_prepared)}))]) == 0
+    return root / 'run'
+
+
+def test_train_refuses_a_run_folder_with_checkpoints_without_resume(
+        trained_run: Path, tiny_prepared: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / 'run'
+    shutil.copytree(trained_run, run)
+    config = _config(tmp_path, {'prepared': str(tiny_prepared)})
+    before = {p: p.read_bytes() for p in run.rglob('*') if p.is_file()}
+    # The README's "--set steps=50" example against an existing run: refused, nothing touched.
+    assert main(['--config', str(config), '--set', 'steps=50']) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f'relkd-train: error: out_dir {run} already holds a run (last.pt, student.pt, '
+        'checkpoints/step_0000001.pt and 1 more); a new run there would replace it: pass '
+        '--resume to continue it, or choose another out_dir (--set out_dir=...)')
+    assert {p: p.read_bytes() for p in run.rglob('*') if p.is_file()} == before
+
+
+def test_train_second_trainer_refuses_naming_the_owner(
+        tiny_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, {'prepared': str(tiny_prepared)})
+    run = tmp_path / 'run'
+    run.mkdir()
+    with OutputLock(run, 'relkd-train'):  # a trainer of this process owns the folder
+        assert main(['--config', str(config)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f'relkd-train: error: {run} is in use by relkd-train (pid {os.getpid()})')
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
+
+
+def test_train_takes_over_the_lock_and_sweeps_the_temporaries_of_a_dead_run(
+        tiny_prepared: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, {'prepared': str(tiny_prepared)}, steps=1)
+    run = tmp_path / 'run'
+    (run / 'checkpoints').mkdir(parents=True)
+    mark_output(run, RUN_KIND)
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    (run / LOCK_NAME).write_text(json.dumps({'owner': 'relkd-train', 'pid': dead.pid}))
+    host = staging_prefix(run / 'x').split('.')[-2]
+    leftovers = [run / 'checkpoints' / f'.step_0000001.pt.{dead.pid}.{host}.abc123.tmp',
+                 run / f'.last.pt.{dead.pid}.{host}.link.tmp']
+    for path in leftovers:
+        path.write_bytes(b'half a checkpoint')
+    assert main(['--config', str(config)]) == 0
+    assert load_checkpoint(run / 'student.pt').step == 1
+    assert not [p for p in run.rglob('.*.tmp')]
+
+
+@pytest.mark.parametrize(('edit', 'message'), [
+    (lambda raw: raw['training'].pop('optimizer'),
+     "cannot resume from this checkpoint: its training state does not fit this run (lacks "
+     "'optimizer')"),
+    (lambda raw: raw['training'].update(steps_per_epoch=7),
+     'the checkpoint was written with 7 steps per epoch, this run has 2'),
+], ids=['missing-state', 'other-data'])
+def test_train_resume_with_inconsistent_state_fails_in_one_line(
+        trained_run: Path, tiny_prepared: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], edit: Any, message: str) -> None:
+    run = tmp_path / 'run'
+    shutil.copytree(trained_run, run)
+    config = _config(tmp_path, {'prepared': str(tiny_prepared)})
+    raw = torch.load(run / 'last.pt', weights_only=True)
+    edit(raw)
+    (run / 'last.pt').unlink()
+    torch.save(raw, run / 'last.pt')
+    assert main(['--config', str(config), '--resume', '--set', 'steps=3']) == 1
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    assert message in err.splitlines()[-1]
