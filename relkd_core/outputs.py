@@ -134,7 +134,7 @@ def claim_output(out: str | os.PathLike[str], *, kind: str, overwrite: bool,
     if out.is_symlink():
         raise OutputError(f'{name} {out} is a symbolic link to {target}; give the path it leads '
                           'to, or a new one')
-    what = f'a {kind}'
+    what = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
     if target.is_dir():
         if file:
             raise OutputError(f'{name} {out} is a folder, but {what} is a file; give a file '

@@ -5,21 +5,27 @@
 
 Protocols: zero-shot, linear-probe, finetune, gap (see :mod:`relkd_core.eval.evaluate`).
 DIR receives metrics.json, report.md, report.html and the plots. With several checkpoints the
-same protocol runs on each and the report adds the structural gap against mIoU.
+same protocol runs on each and the report adds the structural gap against mIoU. DIR is checked
+before any work: it must be new (or empty), or a report of relkd-eval with ``--overwrite``; the
+report appears only when complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from relkd_core.atomic import make_staging_dir
 from relkd_core.cli.common import EXIT_OK, UsageError, positive_int, run
+from relkd_core.errors import ConfigError
 from relkd_core.eval.evaluate import PROTOCOLS, EvalConfig, EvalResult, evaluate
 from relkd_core.eval.fewshot import FewShotConfig
-from relkd_core.eval.report import write_report
+from relkd_core.eval.report import REPORT_KIND, is_eval_report, write_report
+from relkd_core.outputs import claim_output, mark_output, replace_output
 from relkd_core.teachers.vocabulary import Vocabulary
 
 
@@ -74,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, default=0,
                         help='seeds the labelled-scan selection and the few-shot training')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace --out if it is a report relkd-eval wrote (only once the '
+                             'new report is complete; nothing else is ever replaced)')
     parser.add_argument('--verbose', action='store_true')
     return parser
 
@@ -84,8 +93,20 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UsageError(f'--checkpoint {path}: no such file')
     if args.max_gap_pairs < 2:
         raise UsageError('--max-gap-pairs must be at least 2')
+    for flag, path in (('--data', args.data), ('--train-data', args.train_data)):
+        if path is not None and not path.is_dir():
+            raise UsageError(f'{flag} {path}: no such prepared dataset folder')
+    inputs = [*args.checkpoint, args.data, *([args.train_data] if args.train_data else [])]
+    if args.vocabulary is not None and Path(args.vocabulary).is_file():
+        inputs.append(Path(args.vocabulary))
+    claim_output(args.out, kind=REPORT_KIND, overwrite=args.overwrite, inputs=inputs,
+                 recognise=is_eval_report)
+    try:
+        vocabulary = parse_vocabulary(args.vocabulary)
+    except ConfigError as err:
+        raise UsageError(f'--vocabulary: {err}') from err
     config = EvalConfig(protocol=args.protocol, label_fraction=args.label_fraction,
-                        vocabulary=parse_vocabulary(args.vocabulary),
+                        vocabulary=vocabulary,
                         train_data=args.train_data, max_gap_pairs=args.max_gap_pairs,
                         fewshot=FewShotConfig(probe_epochs=args.probe_epochs,
                                               finetune_steps=args.finetune_steps, seed=args.seed),
@@ -115,8 +136,15 @@ def _evaluate(args: argparse.Namespace) -> int:
             line += (f"; gap: CKA {metrics['gap']['cka']}, "
                      f"|KKᵀ−QQᵀ| {metrics['gap']['relational_gap']}")
         print(line)
-    report = write_report(args.out, results)
-    print(f'report: {report} (+ report.html, metrics.json)')
+    # Built beside --out and swapped in whole: never a mix of an old and a new report.
+    staging = make_staging_dir(args.out)
+    try:
+        write_report(staging / args.out.name, results)
+        mark_output(staging / args.out.name, REPORT_KIND)
+        replace_output(staging / args.out.name, args.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f'report: {args.out / "report.md"} (+ report.html, metrics.json)')
     return EXIT_OK
 
 

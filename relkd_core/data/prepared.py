@@ -91,20 +91,42 @@ class PreparedFrame:
     pair_superpixel: NDArray[np.int64] | None = None
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object of the dataset; DataError naming the file when it is damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f'{path}: damaged prepared file ({_first_line(err)}); prepare the '
+                        'dataset again into a new folder') from err
+    if not isinstance(data, dict):
+        raise DataError(f'{path}: damaged prepared file (not a JSON object); prepare the '
+                        'dataset again into a new folder')
+    return data
+
+
 class _Shard:
     """Lazily memory-mapped arrays of one shard folder."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._arrays: dict[str, NDArray[Any]] = {}
-        self.meta = json.loads((path / SHARD_META).read_text())
+        self.meta = _read_json(path / SHARD_META)
 
     def __getitem__(self, name: str) -> NDArray[Any]:
         if name not in self._arrays:
             file = self.path / f'{name}.npy'
             if not file.exists():
                 raise DataError(f'prepared shard {self.path} has no {file.name}')
-            self._arrays[name] = np.load(file, mmap_mode='r')
+            try:
+                self._arrays[name] = np.load(file, mmap_mode='r', allow_pickle=False)
+            except (OSError, ValueError, EOFError) as err:  # truncated or overwritten
+                raise DataError(f'{file}: damaged prepared file ({_first_line(err)}); prepare '
+                                'the dataset again into a new folder') from err
         return self._arrays[name]
 
     def has(self, name: str) -> bool:
@@ -129,7 +151,7 @@ class PreparedDataset:
         if not manifest_path.exists():
             raise DataError(f'{self.root} is not a complete prepared dataset: {MANIFEST} is '
                             'missing (run relkd-prepare to completion)')
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        self.manifest: dict[str, Any] = _read_json(manifest_path)
         if self.manifest.get('format') != FORMAT:
             raise DataError(f'{manifest_path} has format {self.manifest.get("format")!r}, '
                             f'expected {FORMAT!r}')

@@ -21,7 +21,16 @@ from relkd_core.atomic import write_text_atomic
 from relkd_core.eval.evaluate import BevSample, EvalResult
 from relkd_core.taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ['gap_scatter', 'markdown_table', 'pearson', 'write_html', 'write_report']
+__all__ = ['REPORT_KIND', 'gap_scatter', 'is_eval_report', 'markdown_table', 'pearson',
+           'write_html', 'write_report']
+
+#: The output kind of relkd-eval (see relkd_core.outputs).
+REPORT_KIND = 'eval-report'
+
+
+def is_eval_report(path: Path) -> bool:
+    """Whether folder ``path`` is a report written before reports were marked."""
+    return (path / 'metrics.json').is_file() and (path / 'report.md').is_file()
 
 
 def _pyplot() -> Any:

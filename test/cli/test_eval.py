@@ -12,6 +12,7 @@ import torch
 
 from relkd_core.cli.eval import main
 from relkd_core.data.prepared import PreparedDataset
+from relkd_core.eval.report import REPORT_KIND
 from relkd_core.metrics import confusion_matrix, mean_iou
 from relkd_core.models import StudentConfig
 from relkd_core.models.distilled import (
@@ -20,6 +21,7 @@ from relkd_core.models.distilled import (
     save_checkpoint,
     scan_features,
 )
+from relkd_core.outputs import output_kind
 from relkd_core.taxonomy import CLASS_NAMES
 from relkd_core.teachers.evaluate import predict_labels
 from relkd_core.teachers.vocabulary import Vocabulary
@@ -160,3 +162,24 @@ def test_eval_bad_usage_exits_2(tiny_prepared: Path, student: Path, tmp_path: Pa
         code = int(exit_.code or 0)
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_overwrite_replaces_only_a_report_it_wrote(
+        tiny_prepared: Path, student: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / 'out'
+    out.mkdir()  # a report written before reports were marked, with a plot of another run
+    (out / 'metrics.json').write_text('{}')
+    (out / 'report.md').write_text('old')
+    (out / 'gap_vs_miou.png').write_bytes(b'old')
+    argv = ['--checkpoint', str(student), '--data', str(tiny_prepared), '--protocol', 'gap',
+            '--max-gap-pairs', '64', '--out', str(out)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f'relkd-eval: error: --out {out} already exists (an eval-report); choose a new path or '
+        'pass --overwrite')
+    assert main([*argv, '--overwrite']) == 0
+    assert output_kind(out) == REPORT_KIND
+    assert not (out / 'gap_vs_miou.png').exists()  # the old report went as a whole
+    assert _metrics(out)['gap']['num_pairs'] == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out']

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -303,3 +304,26 @@ def test_prepare_unreadable_bag_is_reported_and_others_kept(tiny_bags: dict,
     assert len(report.problems) == 1 and 'cannot open bag' in report.problems[0]
     manifest = json.loads(_manifest(tmp_path / 'out'))
     assert [b['readable'] for b in manifest['bags']] == [False, True]
+
+
+@pytest.mark.parametrize(('damage', 'message'), [
+    (lambda shard: (shard / 'points.npy').write_bytes((shard / 'points.npy').read_bytes()[:200]),
+     r'points\.npy: damaged prepared file \(.*\); prepare the dataset again into a new folder$'),
+    (lambda shard: (shard / 'points.npy').write_bytes(b'\x93NUMPY garbage'),
+     r'points\.npy: damaged prepared file \('),
+    (lambda shard: (shard / 'meta.json').write_text('{"frames": [1, '),
+     r'meta\.json: damaged prepared file \(Expecting value'),
+], ids=['truncated-array', 'overwritten-header', 'truncated-meta'])
+def test_prepared_damaged_file_is_a_data_error(tiny_prepared: Path, tmp_path: Path, damage: object,
+                                               message: str) -> None:
+    root = tmp_path / 'copy'
+    shutil.copytree(tiny_prepared, root)
+    damage(root / 'shards' / '000000')  # type: ignore[operator]
+    with pytest.raises(DataError, match=message):
+        PreparedDataset(root)[0]
+
+
+def test_prepared_damaged_manifest_is_a_data_error(tiny_prepared: Path, tmp_path: Path) -> None:
+    (tmp_path / 'manifest.json').write_bytes(b'\x00\x01')
+    with pytest.raises(DataError, match=r'manifest\.json: damaged prepared file \('):
+        PreparedDataset(tmp_path)
