@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bagtools import rewrite_bag
 from infer.checkpoints import STORED_NAMES, tiny_checkpoint, write_tiny_checkpoint
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import (
@@ -251,3 +252,52 @@ def test_label_bad_input_fails_clearly(case: str, code: int, message: str, check
 def test_label_topics_match_the_node_defaults() -> None:
     params = SegmentParams()
     assert (params.labeled_topic, params.legend_topic) == (LABELED_TOPIC, LEGEND_TOPIC)
+
+
+def _lidar_drive(path: Path, frames: int) -> Path:
+    record_drive(SyntheticDrive(RIGS['nuscenes'], frames, seed=3, cameras=False), path)
+    return path
+
+
+def test_label_truncated_mcap_is_labelled_up_to_the_damage_with_a_warning(
+        checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bag = _lidar_drive(tmp_path / 'cut', 8)
+    total = sum(len(m) for m in _raw(bag).values())
+    mcap = next(bag.glob('*.mcap'))
+    mcap.write_bytes(mcap.read_bytes()[:mcap.stat().st_size // 2])
+    out = tmp_path / 'labeled'
+    assert main(['--checkpoint', str(checkpoint), '--bag', str(bag), '--out', str(out),
+                 '--preset', 'synth-nuscenes']) == 0
+    captured = capsys.readouterr()
+    warning = captured.err.splitlines()[-1]
+    match = re.fullmatch(
+        rf'relkd-label: warning: {bag} is damaged: the MCAP file ends without its footer '
+        rf'\(truncated at byte \d+ of \d+\); read (\d+) of {total} messages written before the '
+        rf'damage; {out} holds what was read', warning)
+    assert match is not None, warning
+    copied = int(match[1])
+    assert 0 < copied < total
+    written = _raw(out)
+    assert sum(len(m) for t, m in written.items() if t.startswith('/LIDAR') or t.startswith(
+        '/tf')) == copied
+    assert 1 <= len(written[f'/{LABELED_TOPIC}']) < 8
+    assert 'damaged input: the MCAP file ends without its footer' in captured.out
+
+
+def test_label_bag_of_only_malformed_scans_fails_and_writes_nothing(
+        checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def no_z(topic: str, t_ns: int, msg: Any) -> Any:
+        if topic == LIDAR:
+            msg.fields = [f for f in msg.fields if f.name != 'z']
+        return msg
+
+    bag = rewrite_bag(_lidar_drive(tmp_path / 'drive', 2), tmp_path / 'broken', edit=no_z)
+    out = tmp_path / 'labeled'
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(['--checkpoint', str(checkpoint), '--bag', str(bag), '--out', str(out),
+                 '--preset', 'synth-nuscenes']) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"relkd-label: error: no scan of {LIDAR} could be labelled (2 read: 2 × DataError: "
+        "PointCloud2 lacks field(s) ['z']; it has ['x', 'y', 'intensity', 'ring', 'label', "
+        "'instance']); nothing written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
