@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from relkd_core.data.pointcloud import pointcloud_to_array
 from relkd_core.data.tf import TfBuffer
 from relkd_core.errors import BagError
 from relkd_core.geometry.se3 import make_transform, rotation_rpy, rotation_z
+from relkd_core.outputs import MARKER_NAME, output_kind
 
 STORAGES: list[Storage] = ['mcap', 'sqlite3']
 SECOND = 1_000_000_000
@@ -256,6 +260,24 @@ def test_bag_writer_temporary_folder_is_hidden(tmp_path: Path) -> None:
         assert temporary.startswith('.bag.')
         assert not (tmp_path / 'bag').exists()
     assert all_entries(tmp_path) == ['bag']
+
+
+def test_bag_writer_sweeps_the_staging_of_dead_writers_and_marks_its_kind(
+        tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    with BagWriter(tmp_path / 'other'):  # a live writer of another bag, left alone
+        [live] = all_entries(tmp_path)
+        stale = tmp_path / live.replace('.other.', '.bag.').replace(
+            f'.{os.getpid()}.', f'.{dead.pid}.')
+        stale.mkdir()  # the staging folder of a writer killed mid-bag
+        (stale / 'bag').mkdir()
+        (stale / 'bag' / 'bag.mcap').write_bytes(b'\0' * 1000)
+        with BagWriter(tmp_path / 'bag', kind='synth-bag') as writer:
+            writer.add_topic('/tf', TFMESSAGE)
+        assert all_entries(tmp_path) == sorted([live, 'bag'])
+    assert output_kind(tmp_path / 'bag') == 'synth-bag'
+    assert all_entries(tmp_path / 'bag') == [MARKER_NAME, 'bag.mcap', 'metadata.yaml']
 
 
 def test_bag_writer_undeclared_topic_aborts_bag(tmp_path: Path) -> None:
