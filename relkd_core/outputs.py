@@ -63,8 +63,7 @@ def output_kind(path: str | os.PathLike[str]) -> str | None:
 
 def _shown(path: Path, resolved: Path) -> str:
     """``path`` as given, plus where it leads when that differs."""
-    absolute = Path(os.path.abspath(path))
-    return str(path) if absolute == resolved else f'{path} (= {resolved})'
+    return str(path) if path.absolute() == resolved else f'{path} (= {resolved})'
 
 
 def _check_inputs(out: Path, target: Path, inputs: Sequence[str | os.PathLike[str]],
@@ -169,8 +168,8 @@ class OutputLock:
 
     The lock is a kernel ``flock`` on :data:`LOCK_NAME` inside the folder, which also records
     the owner's pid: a second process refuses with that pid, and a lock left by a process that
-    died (killed, machine rebooted) is free again, taken over with one log line. Use as a
-    context manager; the folder must exist.
+    died (killed, machine rebooted) is free again, taken over with one log line. The file is
+    removed on release. Use as a context manager; the folder must exist.
     """
 
     def __init__(self, folder: str | os.PathLike[str], owner: str) -> None:
@@ -184,19 +183,31 @@ class OutputLock:
 
     def acquire(self) -> None:
         """Take the lock or raise OutputLockedError naming its owner."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self._holder(fd)
+        for _ in range(100):  # retried only while other processes release the lock meanwhile
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise OutputLockedError(
+                    f'{self.folder} is in use by {holder.get("owner", "another process")} (pid '
+                    f'{holder.get("pid", "unknown")}); wait for it to finish, stop it, or '
+                    'choose another folder') from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The owner we waited for may have removed the file between our open and flock:
+            # then this lock is on a file nobody else sees; take the one at the path.
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                break
             os.close(fd)
-            raise OutputLockedError(
-                f'{self.folder} is in use by {holder.get("owner", "another process")} (pid '
-                f'{holder.get("pid", "unknown")}); wait for it to finish, stop it, or choose '
-                'another folder') from None
-        except BaseException:
-            os.close(fd)
-            raise
+        else:
+            raise OutputLockedError(f'{self.folder}: cannot take its lock {self.path}')
         previous = self._holder(fd)
         if previous.get('pid') not in (None, os.getpid()):
             _LOG.info('%s: taking over the lock of %s (pid %s), which is no longer running',
@@ -214,13 +225,12 @@ class OutputLock:
         return holder if isinstance(holder, dict) else {}
 
     def release(self) -> None:
-        """Let go of the lock. The file stays, emptied: a pid left in it means its process
-        died holding the lock."""
+        """Let go of the lock and remove its file (while still holding it): a lock file left
+        behind means its process died holding it."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
+                self.path.unlink()
+            os.close(self._fd)  # closing releases the flock
             self._fd = None
 
     def __enter__(self) -> OutputLock:
