@@ -128,18 +128,20 @@ def _train(out: Path, loss: str, seed: int, train_data: Path, steps: int,
     config_path = out / 'configs' / f'{loss}_seed{seed}.yaml'
     config_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
-    run_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, '-m', 'relkd_core.cli.train', '--config', str(config_path)]
     if (run_dir / 'last.pt').exists():
         command.append('--resume')
     env = dict(os.environ)
     if threads is not None:
         env['OMP_NUM_THREADS'] = str(threads)
-    with open(run_dir / 'train.log', 'a', encoding='utf-8') as log:
+    # The log lies beside the run folder: relkd-train claims the folder itself.
+    log_path = run_dir.with_name(f'{run_dir.name}.train.log')
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, 'a', encoding='utf-8') as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False,
                               env=env)
     if done.returncode != 0 or not student.exists():
-        tail = (run_dir / 'train.log').read_text(errors='replace')[-2000:]
+        tail = log_path.read_text(errors='replace')[-2000:]
         raise RelkdError(f'training {run_dir} failed (exit {done.returncode}):\n{tail}')
     return student
 
@@ -242,6 +244,8 @@ def _paper_datasets(args: argparse.Namespace) -> int:
             continue
         step.output.parent.mkdir(parents=True, exist_ok=True)
         argv = step.expanded()
+        if step.output.name == 'student.pt' and (step.output.parent / 'last.pt').exists():
+            argv.append('--resume')  # an interrupted training step continues
         if argv[0].startswith('relkd-'):
             argv = [sys.executable, '-m', f'relkd_core.cli.{argv[0][len("relkd-"):]}',
                     *argv[1:]]
