@@ -138,7 +138,7 @@ def failure_reason(report: PrepareReport) -> str:
             f'{n} {why}' for why, n in sorted(report.dropped.items())))
     if not reasons and not report.scans:
         reasons.append('the bags hold no scan on the preset\'s lidar topic')
-    return '; '.join(reasons)
+    return '; '.join(reason.rstrip('.') for reason in reasons)
 
 
 def _prepare(args: argparse.Namespace) -> int:
