@@ -125,3 +125,14 @@ def test_dds_profile_is_valid_xml_with_a_large_shared_memory_segment() -> None:
     namespace = {'dds': 'http://www.eprosima.com'}
     sizes = [int(e.text or 0) for e in root.iterfind('.//dds:segment_size', namespace)]
     assert sizes and min(sizes) >= 16 * 2**20
+
+
+def test_check_launch_script_refuses_to_run_without_ros_or_sources(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path)}
+    result = subprocess.run(['bash', str(ROOT / 'scripts' / 'check_launch.sh')], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert 'no ros2 on PATH: source a ROS 2 install or pass --sources DIR' in result.stderr
+    assert not list(tmp_path.iterdir())
