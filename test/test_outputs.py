@@ -180,10 +180,9 @@ def test_outputs_sweep_removes_only_dead_processes_temporaries(tmp_path: Path) -
 
 
 def test_outputs_lock_refuses_a_second_owner_naming_the_pid(tmp_path: Path) -> None:
-    with OutputLock(tmp_path, 'relkd-train'):
-        with pytest.raises(OutputLockedError,
-                           match=rf'in use by relkd-train \(pid {os.getpid()}\)'):
-            OutputLock(tmp_path, 'relkd-train').acquire()
+    owned = rf'in use by relkd-train \(pid {os.getpid()}\)'
+    with OutputLock(tmp_path, 'relkd-train'), pytest.raises(OutputLockedError, match=owned):
+        OutputLock(tmp_path, 'relkd-train').acquire()
     with OutputLock(tmp_path, 'relkd-train'):  # free again once released
         pass
     assert not (tmp_path / LOCK_NAME).exists()
