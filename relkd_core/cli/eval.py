@@ -22,24 +22,33 @@ from tqdm import tqdm
 from relkd_core.atomic import make_staging_dir
 from relkd_core.cli.common import EXIT_OK, UsageError, positive_int, run
 from relkd_core.errors import ConfigError
-from relkd_core.eval.evaluate import PROTOCOLS, EvalConfig, EvalResult, evaluate
+from relkd_core.eval.evaluate import (
+    PROTOCOLS,
+    EvalConfig,
+    EvalResult,
+    dataset_taxonomy,
+    evaluate,
+)
 from relkd_core.eval.fewshot import FewShotConfig
 from relkd_core.eval.report import REPORT_KIND, is_eval_report, write_report
 from relkd_core.outputs import claim_output, mark_output, replace_output
+from relkd_core.taxonomy import NUSCENES16, Taxonomy
 from relkd_core.teachers.vocabulary import Vocabulary
 
 
-def parse_vocabulary(text: str | None) -> Vocabulary | None:
+def parse_vocabulary(text: str | None, taxonomy: Taxonomy = NUSCENES16) -> Vocabulary | None:
     """``None``; a vocabulary name (config/vocabularies) or YAML path; or comma-separated class
-    names (``car,truck,driveable_surface``)."""
+    names (``car,truck,driveable_surface``). Class names of ``taxonomy`` (the data's) get its
+    labels."""
     if text is None:
         return None
     from relkd_core.resources import find_named_config
     from relkd_core.teachers.vocabulary import load_vocabulary
 
     if ',' in text:
-        return Vocabulary.from_names([n.strip() for n in text.split(',') if n.strip()])
-    return load_vocabulary(find_named_config('vocabularies', text))
+        return Vocabulary.from_names([n.strip() for n in text.split(',') if n.strip()],
+                                     taxonomy)
+    return load_vocabulary(find_named_config('vocabularies', text), taxonomy)
 
 
 def _fraction(text: str) -> float:
@@ -102,7 +111,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     claim_output(args.out, kind=REPORT_KIND, overwrite=args.overwrite, inputs=inputs,
                  recognise=is_eval_report)
     try:
-        vocabulary = parse_vocabulary(args.vocabulary)
+        vocabulary = parse_vocabulary(args.vocabulary, dataset_taxonomy(args.data))
     except ConfigError as err:
         raise UsageError(f'--vocabulary: {err}') from err
     config = EvalConfig(protocol=args.protocol, label_fraction=args.label_fraction,

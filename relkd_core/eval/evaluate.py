@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -144,14 +145,24 @@ def _closed_set(vocabulary: Vocabulary, taxonomy: Taxonomy) -> None:
                           'vocabulary YAML)')
 
 
-def dataset_taxonomy(dataset: PreparedDataset) -> Taxonomy:
-    """The taxonomy of a prepared dataset's labels: its preset's (nuScenes-16 for datasets
-    prepared before presets named one)."""
-    name = dataset.manifest.get('preset', {}).get('taxonomy') or NUSCENES16.name
+def dataset_taxonomy(dataset: PreparedDataset | str | os.PathLike[str]) -> Taxonomy:
+    """The taxonomy of a prepared dataset's labels (a :class:`PreparedDataset` or its folder):
+    its preset's; nuScenes-16 for datasets prepared before presets named one, and for a
+    folder without a readable manifest (opening it reports that)."""
+    if isinstance(dataset, PreparedDataset):
+        manifest, root = dataset.manifest, dataset.root
+    else:
+        root = Path(dataset)
+        try:
+            manifest = json.loads((root / 'manifest.json').read_text())
+        except (OSError, ValueError):
+            return NUSCENES16
+    preset = manifest.get('preset') if isinstance(manifest, dict) else None
+    name = (preset.get('taxonomy') if isinstance(preset, dict) else None) or NUSCENES16.name
     try:
         return load_taxonomy(name)
     except ConfigError as err:
-        raise DataError(f'{dataset.root}: {err}') from err
+        raise DataError(f'{root}: {err}') from err
 
 
 def _open_dataset(root: Path, *, labels: bool) -> PreparedDataset:

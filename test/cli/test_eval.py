@@ -183,3 +183,13 @@ def test_eval_overwrite_replaces_only_a_report_it_wrote(
     assert not (out / 'gap_vs_miou.png').exists()  # the old report went as a whole
     assert _metrics(out)['gap']['num_pairs'] == 64
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+
+
+def test_eval_vocabulary_names_resolve_in_the_data_taxonomy() -> None:
+    from relkd_core.cli.eval import parse_vocabulary
+    from relkd_core.taxonomy import load_taxonomy
+
+    kitti = parse_vocabulary('car, parking,driveable_surface', load_taxonomy('semantickitti19'))
+    assert kitti is not None and kitti.labels == (1, 10, 0)
+    nuscenes = parse_vocabulary('car,driveable_surface')
+    assert nuscenes is not None and nuscenes.labels == (4, 11)

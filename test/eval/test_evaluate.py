@@ -15,7 +15,7 @@ from relkd_core.datasets import write_scene_bag
 from relkd_core.datasets.semantickitti import SemanticKitti
 from relkd_core.errors import ConfigError
 from relkd_core.eval import evaluate as evaluate_module
-from relkd_core.eval.evaluate import EvalConfig, evaluate
+from relkd_core.eval.evaluate import EvalConfig, dataset_taxonomy, evaluate
 from relkd_core.eval.report import write_report
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.native import write_semantickitti
@@ -66,3 +66,8 @@ def test_evaluate_refuses_a_vocabulary_of_another_taxonomy(kitti_prepared: Path,
                                           r"\['car', 'bicycle'"):
         evaluate(checkpoint, kitti_prepared, EvalConfig(protocol='zero-shot',
                                                         vocabulary=vocabulary))
+
+
+def test_evaluate_dataset_taxonomy_of_a_folder(kitti_prepared: Path, tmp_path: Path) -> None:
+    assert dataset_taxonomy(kitti_prepared).name == 'semantickitti19'
+    assert dataset_taxonomy(tmp_path).name == 'nuscenes16'  # no manifest: opening reports it
