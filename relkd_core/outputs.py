@@ -184,7 +184,11 @@ class OutputLock:
     def acquire(self) -> None:
         """Take the lock or raise OutputLockedError naming its owner."""
         for _ in range(100):  # retried only while other processes release the lock meanwhile
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise OutputLockedError(f'{self.folder}: cannot create its lock file '
+                                        f'{LOCK_NAME} ({err.strerror})') from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -194,6 +198,10 @@ class OutputLock:
                     f'{self.folder} is in use by {holder.get("owner", "another process")} (pid '
                     f'{holder.get("pid", "unknown")}); wait for it to finish, stop it, or '
                     'choose another folder') from None
+            except OSError as err:  # a filesystem without locks
+                os.close(fd)
+                raise OutputLockedError(f'{self.folder}: cannot lock {LOCK_NAME} '
+                                        f'({err.strerror}); use a folder on a local disk') from err
             except BaseException:
                 os.close(fd)
                 raise
