@@ -23,8 +23,9 @@ from relkd_core.data.scan import (
     MAX_CLOUD_BYTES,
     POINTFIELD_DATATYPES,
     Scan,
-    cloud_to_scan,
+    ScanInput,
     pointfields,
+    read_scan,
     stamp_ns,
 )
 from relkd_core.errors import DataError
@@ -34,13 +35,14 @@ __all__ = [
     'MAX_CLOUD_BYTES',
     'POINTFIELD_DATATYPES',
     'Scan',
+    'ScanInput',
     'cloud_bytes',
     'cloud_message',
-    'cloud_to_scan',
     'image_message',
     'image_to_rgb',
     'legend_markers',
     'pointfields',
+    'read_scan',
     'stamp_ns',
 ]
 

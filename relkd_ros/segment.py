@@ -43,12 +43,13 @@ from relkd_core.infer.runtime import (
 from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
 from relkd_ros.conversions import (
     Scan,
+    ScanInput,
     cloud_bytes,
     cloud_message,
-    cloud_to_scan,
     image_message,
     image_to_rgb,
     legend_markers,
+    read_scan,
     stamp_ns,
 )
 from relkd_ros.params import SegmentParams
@@ -258,8 +259,8 @@ class SegmentRuntime:
         self.statistics.count('received')
         params = self.params
         try:
-            scan = cloud_to_scan(msg, intensity_field=params.intensity_field,
-                                 intensity_scale=params.intensity_scale)
+            scan = read_scan(msg, ScanInput(intensity_field=params.intensity_field,
+                                            intensity_scale=params.intensity_scale))
         except (DataError, ValueError, TypeError, OverflowError) as err:
             self.drop('PointCloud2', err)
             return

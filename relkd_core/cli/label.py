@@ -32,6 +32,7 @@ from tqdm import tqdm
 from relkd_core.cli.common import EXIT_OK, UsageError, run
 from relkd_core.data.bag import bag_topics, open_bags
 from relkd_core.data.preset import load_preset
+from relkd_core.data.scan import ScanInput
 from relkd_core.errors import BagError, ConfigError
 from relkd_core.infer.label_bag import (
     LabelBagReport,
@@ -176,8 +177,9 @@ def _label(args: argparse.Namespace) -> int:
     with tqdm(unit='msg', desc='relkd-label', disable=None, file=sys.stderr) as bar:
         report = label_bag(
             args.bag, args.out, labeler, lidar_topic=lidar_topic,
-            intensity_field=settings['intensity_field'],
-            intensity_scale=settings['intensity_scale'], labeled_topic=args.labeled_topic,
+            scan_input=ScanInput(intensity_field=settings['intensity_field'],
+                                 intensity_scale=settings['intensity_scale']),
+            labeled_topic=args.labeled_topic,
             legend_topic=args.legend_topic, storage=args.storage, distro=settings['distro'],
             overwrite=args.overwrite, on_start=lambda total: bar.reset(total=total),
             progress=bar.update)

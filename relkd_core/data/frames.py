@@ -35,6 +35,7 @@ from relkd_core.data.bag import (
 from relkd_core.data.image import image_to_array, to_rgb
 from relkd_core.data.pointcloud import pointcloud_to_array
 from relkd_core.data.preset import CameraPreset, TopicPreset
+from relkd_core.data.scan import read_scan
 from relkd_core.data.tf import TfBuffer
 from relkd_core.errors import BagError, CalibrationError, DataError, RelkdError
 from relkd_core.geometry.camera import CameraModel
@@ -354,22 +355,17 @@ class BagSource:
         return FrameResult(plan, frame, None, tuple(notes), nan_points)
 
     def _scan(self, msg: Any, t_ns: int) -> tuple[LidarScan, int]:
+        """The valid points of a cloud (see ScanInput) and the number of non-finite ones."""
         lidar = self.preset.lidar
-        points = pointcloud_to_array(msg)
-        _check_fields(points, self.preset)
-        xyzi = np.empty((len(points), 4), dtype=np.float32)
-        for column, name in enumerate(('x', 'y', 'z', lidar.intensity_field)):
-            xyzi[:, column] = points[name]
-        xyzi[:, 3] *= lidar.intensity_scale
-        finite = np.isfinite(xyzi).all(axis=1)
-        distance = np.linalg.norm(xyzi[:, :3], axis=1)
-        keep = finite & (distance >= lidar.min_range_m) & (distance <= lidar.max_range_m)
+        read = read_scan(msg, lidar.scan_input, allow_empty=True)
+        _check_fields(read.fields, self.preset)
+        keep = read.valid
         labels = None
         if lidar.label_field is not None:
-            labels = points[lidar.label_field][keep].astype(np.uint16)
-        scan = LidarScan(points=np.ascontiguousarray(xyzi[keep]), t_ns=t_ns,
+            labels = read.fields[lidar.label_field][keep].astype(np.uint16)
+        scan = LidarScan(points=np.ascontiguousarray(read.points[keep]), t_ns=t_ns,
                          frame_id=self.lidar_frame, labels=labels)
-        return scan, int((~finite).sum())
+        return scan, int((~np.isfinite(read.points).all(axis=1)).sum())
 
     def _camera(self, preset: CameraPreset, plan: CameraPlan, message: Any, t_scan_ns: int
                 ) -> CameraFrame:

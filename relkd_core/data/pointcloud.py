@@ -10,8 +10,10 @@ from numpy.typing import NDArray
 
 from relkd_core.errors import DataError
 
-# PointField datatype constants (sensor_msgs/PointField).
-_DATATYPES = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f4', 8: 'f8'}
+#: sensor_msgs/PointField datatype constant → numpy type code (little endian spelled without
+#: order): the one datatype table; sizes and the reverse map are derived from it.
+POINTFIELD_TYPES: Final[dict[int, str]] = {
+    1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f4', 8: 'f8'}
 #: Fields one cloud may declare. Real lidars send fewer than 20; the cap keeps one crafted
 #: message (40,000 fields fit in 1 MB) from costing more than a normal one.
 MAX_FIELDS: Final = 64
@@ -41,10 +43,10 @@ def pointcloud_dtype(msg: Any) -> np.dtype[np.void]:
     order = '>' if msg.is_bigendian else '<'
     names, formats, offsets = [], [], []
     for f in msg.fields:
-        if f.datatype not in _DATATYPES:
+        if f.datatype not in POINTFIELD_TYPES:
             raise DataError(f'PointCloud2 field {f.name!r} has unknown datatype {f.datatype}')
         names.append(f.name)
-        base = order + _DATATYPES[f.datatype]
+        base = order + POINTFIELD_TYPES[f.datatype]
         formats.append(base if f.count <= 1 else (base, (f.count,)))
         offsets.append(f.offset)
     try:

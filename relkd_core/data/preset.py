@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from relkd_core.config import bounded, load_config
+from relkd_core.data.scan import ScanInput
 from relkd_core.resources import find_named_config
 
 __all__ = ['CameraPreset', 'LidarPreset', 'TopicPreset', 'load_preset']
@@ -34,6 +35,13 @@ class LidarPreset:
     frame_id: str | None = None
     min_range_m: float = bounded(1.0, min=0.0)
     max_range_m: float = bounded(120.0, min=0.0)
+
+    @property
+    def scan_input(self) -> ScanInput:
+        """How this preset's clouds are read (intensity and range settings)."""
+        return ScanInput(intensity_field=self.intensity_field,
+                         intensity_scale=self.intensity_scale, min_range_m=self.min_range_m,
+                         max_range_m=self.max_range_m)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,44 +1,69 @@
-"""``sensor_msgs/PointCloud2`` ↔ lidar scans: the validated (N, 4) xyzi view of any cloud, and the
-PointField layout of structured arrays.
+"""``sensor_msgs/PointCloud2`` ↔ lidar scans: the one scan reader, :func:`read_scan`, which
+applies a :class:`ScanInput` (how the lidar is read: intensity field and scale, range limits),
+and the PointField layout of structured arrays.
 
-Duck-typed on messages (rclpy and rosbags alike), so the live node and the offline bag labeler
-read a cloud the same way. Errors are :class:`~relkd_core.errors.DataError` naming what is
-wrong with the message, so a caller can log and drop it.
+Duck-typed on messages (rclpy and rosbags alike), so preparation, the live node and the offline
+bag labeler read a cloud the same way. Errors are :class:`~relkd_core.errors.DataError` naming
+what is wrong with the message, so a caller can log and drop it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-from relkd_core.data.pointcloud import MAX_FIELDS, field_names, pointcloud_to_array
+from relkd_core.data.pointcloud import (
+    MAX_FIELDS,
+    POINTFIELD_TYPES,
+    field_names,
+    pointcloud_to_array,
+)
 from relkd_core.errors import DataError
 
-__all__ = ['MAX_CLOUD_BYTES', 'MAX_FIELDS', 'POINTFIELD_DATATYPES', 'Scan', 'cloud_to_scan',
-           'pointfields', 'stamp_ns']
+__all__ = ['MAX_CLOUD_BYTES', 'MAX_FIELDS', 'POINTFIELD_DATATYPES', 'Scan', 'ScanInput',
+           'pointfields', 'read_scan', 'stamp_ns']
 
-#: numpy dtype (native order) → sensor_msgs/PointField datatype constant.
+#: numpy dtype (native order) → sensor_msgs/PointField datatype constant (from POINTFIELD_TYPES).
 POINTFIELD_DATATYPES: Final[dict[np.dtype[Any], int]] = {
-    np.dtype('int8'): 1, np.dtype('uint8'): 2, np.dtype('int16'): 3, np.dtype('uint16'): 4,
-    np.dtype('int32'): 5, np.dtype('uint32'): 6, np.dtype('float32'): 7, np.dtype('float64'): 8,
-}
-_SIZES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 8: 8}
+    np.dtype(code): datatype for datatype, code in POINTFIELD_TYPES.items()}
+_SIZES = {datatype: np.dtype(code).itemsize for datatype, code in POINTFIELD_TYPES.items()}
 #: Bytes of one cloud above which a message is refused without reading it (2 GiB).
 MAX_CLOUD_BYTES: Final = 2**31
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScanInput:
+    """How lidar clouds are read into (N, 4) ``x, y, z, intensity`` scans.
+
+    Intensity is the field ``intensity_field`` times ``intensity_scale`` (a cloud without that
+    field reads intensity 0). A point is *valid* when its four values are finite and its
+    Euclidean distance from the sensor lies in [``min_range_m``, ``max_range_m``]; preparation
+    keeps only valid points, labelling labels only them (the others get no label).
+    """
+
+    intensity_field: str = 'intensity'
+    intensity_scale: float = 1.0
+    min_range_m: float = 0.0
+    max_range_m: float = math.inf
 
 
 @dataclass(frozen=True)
 class Scan:
     """A validated cloud: ``points`` (N, 4) float32 ``x, y, z, intensity`` in the cloud's frame
-    (N = height × width, row-major, non-finite points kept) and the cloud's ``height``/``width``
-    (height > 1: organised)."""
+    (N = height × width, row-major, every point kept), ``valid`` (N,) bool (see
+    :class:`ScanInput`), the cloud's ``height``/``width`` (height > 1: organised) and
+    ``fields``, the (N,) structured array of every field of the cloud (native order)."""
 
     points: NDArray[np.float32]
     height: int
     width: int
+    valid: NDArray[np.bool_] = dataclasses.field(repr=False)
+    fields: NDArray[np.void] = dataclasses.field(repr=False)
 
 
 def stamp_ns(stamp: Any) -> int:
@@ -85,31 +110,38 @@ def _check_layout(msg: Any) -> None:
                         f'points of {point_step} bytes (row_step {row_step}), expected {expected}')
 
 
-def cloud_to_scan(msg: Any, *, intensity_field: str = 'intensity',
-                  intensity_scale: float = 1.0) -> Scan:
-    """Validate a ``sensor_msgs/PointCloud2`` and read its points as a :class:`Scan`.
+def read_scan(msg: Any, scan_input: ScanInput | None = None, *, allow_empty: bool = False
+              ) -> Scan:
+    """Validate a ``sensor_msgs/PointCloud2`` and read its points as a :class:`Scan` the way
+    ``scan_input`` says.
 
     Any field layout works: x, y and z of any numeric datatype, extra fields, padding, big
-    endian, organised (height > 1, rows padded to ``row_step``) or not. Intensity comes from
-    ``intensity_field`` times ``intensity_scale``; a cloud without that field gets intensity 0.
-    Raises DataError for a malformed cloud (bad sizes or offsets, unknown datatypes, missing or
-    repeated fields, more than :data:`MAX_FIELDS` fields, truncated data) and for one without a
-    single finite point. The checks cost time linear in the message's declared layout.
+    endian, organised (height > 1, rows padded to ``row_step``) or not; a multi-count intensity
+    field gives its first element. Raises DataError for a malformed cloud (bad sizes or offsets,
+    unknown datatypes, missing or repeated fields, more than :data:`MAX_FIELDS` fields,
+    truncated data) and, unless ``allow_empty``, for an empty one or one without a single finite
+    point. The checks cost time linear in the message's declared layout.
     """
-    _check_layout(msg)
+    if not (allow_empty and int(msg.height) * int(msg.width) == 0):
+        _check_layout(msg)
     points = pointcloud_to_array(msg)
+    scan_input = scan_input or ScanInput()
     scan = np.zeros((len(points), 4), dtype=np.float32)
     for column, name in enumerate(('x', 'y', 'z')):
         scan[:, column] = points[name]
     names = points.dtype.names or ()
-    if intensity_field in names:
-        values = points[intensity_field]
+    if scan_input.intensity_field in names:
+        values = points[scan_input.intensity_field]
         if values.ndim > 1:
             values = values[:, 0]
-        scan[:, 3] = values.astype(np.float32) * np.float32(intensity_scale)
-    if not np.isfinite(scan[:, :3]).all(axis=1).any():
+        scan[:, 3] = values.astype(np.float32) * np.float32(scan_input.intensity_scale)
+    if not allow_empty and not np.isfinite(scan[:, :3]).all(axis=1).any():
         raise DataError(f'PointCloud2 has no finite point among its {len(scan)} points')
-    return Scan(scan, int(msg.height), int(msg.width))
+    valid = np.isfinite(scan).all(axis=1)
+    with np.errstate(invalid='ignore'):
+        distance = np.linalg.norm(scan[:, :3], axis=1)
+    valid &= (distance >= scan_input.min_range_m) & (distance <= scan_input.max_range_m)
+    return Scan(scan, int(msg.height), int(msg.width), valid, points)
 
 
 def pointfields(dtype: np.dtype[np.void]) -> list[tuple[str, int, int]]:

@@ -38,7 +38,7 @@ from relkd_core.data.bag import (
     open_bags,
     raw_messages,
 )
-from relkd_core.data.scan import cloud_to_scan, stamp_ns
+from relkd_core.data.scan import ScanInput, read_scan, stamp_ns
 from relkd_core.errors import BagError, DataError, RelkdError
 from relkd_core.infer.labeled import LABELED_TOPIC, labeled_points
 from relkd_core.infer.labeler import Labeler
@@ -137,8 +137,8 @@ def claim_label_output(src: Path, dst: Path, overwrite: bool,
 
 
 def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler: Labeler, *,
-              lidar_topic: str | None = None, intensity_field: str = 'intensity',
-              intensity_scale: float = 1.0, labeled_topic: str = LABELED_TOPIC,
+              lidar_topic: str | None = None, scan_input: ScanInput | None = None,
+              labeled_topic: str = LABELED_TOPIC,
               legend_topic: str = LEGEND_TOPIC, storage: Storage | None = None,
               distro: str = 'humble', overwrite: bool = False,
               on_start: Callable[[int], None] | None = None,
@@ -146,9 +146,10 @@ def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler:
     """Write ``dst``: the ROS 2 bag ``src`` plus the node's outputs for each scan.
 
     ``lidar_topic``: the PointCloud2 topic to label (None: the bag's only one); its clouds are
-    read as the node reads them (``intensity_field`` × ``intensity_scale``) and labelled by
-    ``labeler``. Outputs go on ``labeled_topic`` and ``legend_topic`` (relative names get a
-    leading ``/``, as in the node's root namespace); the legend is offered transient-local.
+    read as the node reads them (:func:`~relkd_core.data.scan.read_scan` with ``scan_input``,
+    None: the default ScanInput) and labelled by ``labeler``. Outputs go on ``labeled_topic`` and
+    ``legend_topic`` (relative names get a leading ``/``, as in the node's root namespace); the
+    legend is offered transient-local.
     ``storage``: 'mcap' or 'sqlite3' (None: the input's, else MCAP); ``distro`` picks the
     typestore of the new messages. With ``overwrite`` an existing labelled bag ``dst`` is
     replaced, only once the new bag is complete; nothing else is ever replaced.
@@ -181,15 +182,14 @@ def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler:
         if on_start is not None:
             on_start(report.expected or 0)
         if not os.path.lexists(dst):
-            _write(reader, dst, report, labeler, intensity_field, intensity_scale, distro,
-                   progress)
+            _write(reader, dst, report, labeler, scan_input, distro, progress)
         else:
             # The new bag is built under a hidden folder beside dst, keeping its final name
             # (rosbags names the storage file after the bag folder), and swapped in when done.
             holder = make_staging_dir(dst)
             try:
-                _write(reader, holder / dst.name, report, labeler, intensity_field,
-                       intensity_scale, distro, progress)
+                _write(reader, holder / dst.name, report, labeler, scan_input, distro,
+                       progress)
                 replace_output(holder / dst.name, dst)
             finally:
                 shutil.rmtree(holder, ignore_errors=True)
@@ -224,7 +224,7 @@ def _read_damage(reader: Any, report: LabelBagReport, error: Exception | None) -
 
 
 def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
-           intensity_field: str, intensity_scale: float, distro: str,
+           scan_input: ScanInput | None, distro: str,
            progress: Callable[[int], None] | None) -> None:
     """The copy plus the labeled clouds and legends, into a new bag at ``path``."""
     with BagWriter(path, storage=report.storage, distro=distro,
@@ -256,8 +256,7 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
             report.scans += 1
             try:
                 message: Any = reader.deserialize(raw, connection.msgtype)
-                scan = cloud_to_scan(message, intensity_field=intensity_field,
-                                     intensity_scale=intensity_scale)
+                scan = read_scan(message, scan_input)
                 result = labeler.label(scan.points)
             except (DataError, ValueError, TypeError, OverflowError) as err:
                 reason = f'{type(err).__name__}: {err}'

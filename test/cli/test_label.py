@@ -23,7 +23,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from relkd_core.cli.label import main
-from relkd_core.data.scan import cloud_to_scan, pointfields, stamp_ns
+from relkd_core.data.scan import ScanInput, pointfields, read_scan, stamp_ns
 from relkd_core.infer import LABELED_POINT_DTYPE, Labeler, entry_colors
 from relkd_core.infer.label_bag import LABELED_BAG_KIND
 from relkd_core.infer.labeled import LABELED_TOPIC
@@ -143,7 +143,7 @@ def test_label_writes_one_labeled_cloud_per_scan(labeled: tuple[Path, Path, str]
             LABELED_POINT_DTYPE)
         assert (cloud.height, cloud.width, cloud.point_step) == (1, scan.width, 28)
         points = np.frombuffer(cloud.data, LABELED_POINT_DTYPE)
-        xyzi = cloud_to_scan(scan, intensity_scale=INTENSITY_SCALE).points
+        xyzi = read_scan(scan, ScanInput(intensity_scale=INTENSITY_SCALE)).points
         expected = labeler.label(xyzi)
         np.testing.assert_array_equal(points['x'], xyzi[:, 0])
         np.testing.assert_array_equal(points['intensity'], xyzi[:, 3])
@@ -182,7 +182,7 @@ def test_label_uses_the_given_vocabulary(checkpoint: Path, tmp_path: Path) -> No
                      if c.topic == f'/{LABELED_TOPIC}')
     assert next(out.glob('*.db3')).is_file()
     points = np.frombuffer(cloud.data, LABELED_POINT_DTYPE)
-    np.testing.assert_array_equal(points['label'], labeler.label(cloud_to_scan(scan).points).labels)
+    np.testing.assert_array_equal(points['label'], labeler.label(read_scan(scan).points).labels)
 
 
 def test_label_overwrite_replaces_the_output(checkpoint: Path, tmp_path: Path) -> None:
