@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from relkd_core.data.scan import ScanInput
 from relkd_core.errors import DataError
 from relkd_core.geometry.grid import sample_grid
 
@@ -160,6 +161,12 @@ class PreparedDataset:
         self.teacher_id: str | None = teacher['id'] if teacher else None
         self.feature_dim: int = int(teacher['feature_dim']) if teacher else 0
         self.features = features and teacher is not None
+        preset = self.manifest.get('preset')
+        #: How the scans were read (the preset's lidar settings; None: a manifest without a
+        #: preset) and the taxonomy of their labels (None: the manifest names none).
+        self.scan_input: ScanInput | None = _scan_input(preset)
+        self.taxonomy: str | None = (str(preset['taxonomy']) if isinstance(preset, dict)
+                                     and preset.get('taxonomy') else None)
         superpixels = self.manifest.get('superpixels')  # absent from older manifests
         self.superpixels: int | None = int(superpixels) if superpixels is not None else None
         self.pairs_per_frame = pairs_per_frame
@@ -239,6 +246,20 @@ class PreparedDataset:
         o0, o1 = (int(v) for v in shard['feature_offsets'][image:image + 2])
         grid_h, grid_w = (int(v) for v in shard['feature_shape'][image])
         return np.array(shard['features'][o0:o1]).reshape(grid_h, grid_w, -1)
+
+
+def _scan_input(preset: Any) -> ScanInput | None:
+    """The ScanInput of a manifest's preset dict (None when it holds no lidar settings)."""
+    lidar = preset.get('lidar') if isinstance(preset, dict) else None
+    if not isinstance(lidar, dict):
+        return None
+    try:
+        return ScanInput(intensity_field=str(lidar['intensity_field']),
+                         intensity_scale=float(lidar['intensity_scale']),
+                         min_range_m=float(lidar['min_range_m']),
+                         max_range_m=float(lidar['max_range_m']))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _frame_superpixels(pair_image: NDArray[np.int64], segment: NDArray[Any]

@@ -3,7 +3,7 @@
 A checkpoint is a plain dict of tensors, numbers and strings, loadable with
 ``torch.load(path, weights_only=True)`` (never unpickled code)::
 
-    format            'relkd-checkpoint/1'
+    format            'relkd-checkpoint/2' ('relkd-checkpoint/1' files still load, see below)
     student_config    JSON of the StudentConfig (the model is rebuilt from this, never from the
                       config that happens to be current)
     teacher_id        the teacher the head's output space belongs to; teacher_dim its width
@@ -11,17 +11,25 @@ A checkpoint is a plain dict of tensors, numbers and strings, loadable with
     vocabulary        JSON {names, prompts, labels} of the stored text embeddings
     text_embeddings   (C, teacher_dim) float32 unit rows, the teacher's text side for that
                       vocabulary, so zero-shot labelling needs no teacher model
+    scan_input        JSON of the ScanInput the training scans were read with (intensity field
+                      and scale, range limits; '' when unknown): what consumers read scans with
+                      unless told otherwise
+    taxonomy          name of the taxonomy of the training data's labels ('' when unknown)
     run_config        JSON of the whole resolved training config (provenance)
     code_version      package version (+ git commit when run from a checkout)
     step              optimisation steps done
     training          optional: optimizer, scheduler, RNG and data position, for --resume;
                       absent from the final ``student.pt``
+
+A format-1 checkpoint (written before ``scan_input`` and ``taxonomy`` existed) loads with both
+None and one warning saying so; consumers then read scans with their own settings, as they did.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import zipfile
@@ -33,6 +41,7 @@ from torch import nn
 
 from relkd_core.atomic import write_atomic
 from relkd_core.config import config_from_dict, config_to_dict
+from relkd_core.data.scan import ScanInput
 from relkd_core.errors import CheckpointError, ConfigError
 from relkd_core.geometry.voxel import devoxelize
 from relkd_core.models.batch import VoxelBatch, voxelize_batch
@@ -49,7 +58,11 @@ __all__ = [
     'scan_features',
 ]
 
-CHECKPOINT_FORMAT = 'relkd-checkpoint/1'
+CHECKPOINT_FORMAT = 'relkd-checkpoint/2'
+#: Older formats :func:`load_checkpoint` still reads.
+_FORMAT_1 = 'relkd-checkpoint/1'
+
+log = logging.getLogger(__name__)
 
 
 class DistilledStudent(nn.Module):
@@ -112,6 +125,8 @@ class StudentCheckpoint:
     vocabulary: dict[str, Any] | None = None
     text_embeddings: torch.Tensor | None = None
     run_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scan_input: ScanInput | None = None
+    taxonomy: str | None = None
     code_version: str = ''
     step: int = 0
     training: dict[str, Any] | None = None
@@ -157,6 +172,9 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: StudentCheckpoint)
         'state_dict': {k: v.detach().cpu() for k, v in checkpoint.state_dict.items()},
         'vocabulary': json.dumps(checkpoint.vocabulary) if checkpoint.vocabulary else '',
         'run_config': json.dumps(checkpoint.run_config),
+        'scan_input': (json.dumps(dataclasses.asdict(checkpoint.scan_input))
+                       if checkpoint.scan_input is not None else ''),
+        'taxonomy': checkpoint.taxonomy or '',
         'code_version': checkpoint.code_version,
         'step': int(checkpoint.step),
     }
@@ -227,7 +245,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f'{path}: {_load_failure(err)}') from err
-    if not isinstance(payload, dict) or payload.get('format') != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get('format') not in (CHECKPOINT_FORMAT,
+                                                                       _FORMAT_1):
         found = payload.get('format') if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f'{path}: expected format {CHECKPOINT_FORMAT!r}, got {found!r}; '
                               'is this a relkd-train checkpoint?')
@@ -240,6 +259,10 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     except (ConfigError, json.JSONDecodeError) as err:
         raise CheckpointError(f'{path}: stored student config is invalid: {err}') from err
     vocabulary = json.loads(payload['vocabulary']) if payload.get('vocabulary') else None
+    if payload['format'] == _FORMAT_1:
+        log.warning('%s: a %s checkpoint, written before checkpoints recorded how scans were '
+                    'read and the taxonomy; scans are read with the reader\'s own settings '
+                    '(retrain to record them)', path, _FORMAT_1)
     return StudentCheckpoint(
         student_config=student_config,
         teacher_id=str(payload['teacher_id']),
@@ -248,7 +271,24 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         vocabulary=vocabulary,
         text_embeddings=payload.get('text_embeddings'),
         run_config=json.loads(payload.get('run_config') or '{}'),
+        scan_input=_stored_scan_input(path, payload.get('scan_input')),
+        taxonomy=str(payload.get('taxonomy') or '') or None,
         code_version=str(payload.get('code_version', '')),
         step=int(payload['step']),
         training=payload.get('training'),
     )
+
+
+def _stored_scan_input(path: Path, stored: Any) -> ScanInput | None:
+    if not stored:
+        return None
+    try:
+        values = json.loads(stored)
+        return ScanInput(intensity_field=str(values['intensity_field']),
+                         intensity_scale=float(values['intensity_scale']),
+                         min_range_m=float(values['min_range_m']),
+                         max_range_m=float(values['max_range_m']))
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f'{path}: stored scan_input is invalid ({type(err).__name__}: '
+                              f'{err}); expected intensity_field, intensity_scale, min_range_m '
+                              'and max_range_m') from err

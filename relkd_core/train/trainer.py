@@ -395,8 +395,9 @@ class Trainer:
             teacher_dim=self.teacher_dim, state_dict=self.model.state_dict(),
             vocabulary=self.text.vocabulary if self.text else None,
             text_embeddings=self.text.embeddings if self.text else None,
-            run_config=config_to_dict(self.config), code_version=code_version(),
-            step=self.step, training=state)
+            run_config=config_to_dict(self.config),
+            scan_input=self.frames.frames.scan_input, taxonomy=self.frames.frames.taxonomy,
+            code_version=code_version(), step=self.step, training=state)
 
     def _save_step_checkpoint(self) -> Path | None:
         if not self.ctx.is_main:

@@ -19,6 +19,7 @@ import yaml
 
 from relkd_core.atomic import staging_prefix
 from relkd_core.cli.train import main
+from relkd_core.data.preset import load_preset
 from relkd_core.models.distilled import load_checkpoint
 from relkd_core.outputs import LOCK_NAME, OutputLock, mark_output
 from relkd_core.train.run_folder import RUN_KIND
@@ -67,7 +68,10 @@ def test_train_main_two_steps_per_loss(tiny_prepared: Path, tmp_path: Path,
     assert (run / 'config.yaml').exists() and (run / 'last.pt').exists()
     # The checkpoint is plain data: torch's safe loader reads it without any allow-listing.
     raw = torch.load(run / 'student.pt', weights_only=True)
-    assert raw['format'] == 'relkd-checkpoint/1'
+    assert raw['format'] == 'relkd-checkpoint/2'
+    # How the scans were read and the labels' taxonomy travel with the student.
+    lidar = load_preset('synth-nuscenes').lidar
+    assert student.scan_input == lidar.scan_input and student.taxonomy == 'nuscenes16'
 
 
 def test_train_main_prepares_bags_first(tiny_bags: dict[tuple[str, str], Path],

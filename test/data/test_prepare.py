@@ -327,3 +327,9 @@ def test_prepared_damaged_manifest_is_a_data_error(tiny_prepared: Path, tmp_path
     (tmp_path / 'manifest.json').write_bytes(b'\x00\x01')
     with pytest.raises(DataError, match=r'manifest\.json: damaged prepared file \('):
         PreparedDataset(tmp_path)
+
+
+def test_prepared_dataset_tells_how_its_scans_were_read(tiny_prepared: Path) -> None:
+    dataset = PreparedDataset(tiny_prepared, features=False)
+    assert dataset.scan_input == load_preset('synth-nuscenes').lidar.scan_input
+    assert dataset.taxonomy == 'nuscenes16'

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from relkd_core.data.scan import ScanInput
 from relkd_core.errors import CheckpointError
 from relkd_core.models import StudentConfig, voxelize_batch
 from relkd_core.models.distilled import (
@@ -79,6 +80,42 @@ def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
     assert not rebuilt.training
 
 
+def test_checkpoint_records_scan_input_and_taxonomy(tmp_path: Path) -> None:
+    model = DistilledStudent(CONFIG, teacher_dim=12)
+    scan_input = ScanInput(intensity_field='i', intensity_scale=1 / 255, min_range_m=2.5,
+                           max_range_m=80.0)
+    save_checkpoint(tmp_path / 'a.pt', _checkpoint(model, scan_input=scan_input,
+                                                   taxonomy='semantickitti19'))
+    loaded = load_checkpoint(tmp_path / 'a.pt')
+    assert loaded.scan_input == scan_input and loaded.taxonomy == 'semantickitti19'
+    assert torch.load(tmp_path / 'a.pt', weights_only=True)['format'] == 'relkd-checkpoint/2'
+
+
+def test_load_checkpoint_reads_format_1_with_a_warning(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    model = DistilledStudent(CONFIG, teacher_dim=12)
+    save_checkpoint(tmp_path / 'a.pt', _checkpoint(model, scan_input=ScanInput()))
+    payload = torch.load(tmp_path / 'a.pt', weights_only=True)
+    payload['format'] = 'relkd-checkpoint/1'
+    del payload['scan_input'], payload['taxonomy']
+    torch.save(payload, tmp_path / 'old.pt')
+    loaded = load_checkpoint(tmp_path / 'old.pt')
+    assert loaded.scan_input is None and loaded.taxonomy is None and loaded.step == 7
+    assert 'old.pt: a relkd-checkpoint/1 checkpoint, written before checkpoints recorded how ' \
+           'scans were read' in caplog.text
+
+
+def test_load_checkpoint_names_an_invalid_scan_input(tmp_path: Path) -> None:
+    model = DistilledStudent(CONFIG, teacher_dim=12)
+    save_checkpoint(tmp_path / 'a.pt', _checkpoint(model))
+    payload = torch.load(tmp_path / 'a.pt', weights_only=True)
+    payload['scan_input'] = '{"intensity_field": "i"}'
+    torch.save(payload, tmp_path / 'a.pt')
+    with pytest.raises(CheckpointError, match=r"a.pt: stored scan_input is invalid \(KeyError: "
+                                              r"'intensity_scale'\); expected intensity_field"):
+        load_checkpoint(tmp_path / 'a.pt')
+
+
 class _RunsCode:
     """Pickles as a call of os.system: what a malicious checkpoint holds."""
 
@@ -102,7 +139,7 @@ def _torchscript(path: Path) -> None:
      r'refused: it holds objects other than tensors, numbers and strings \(.*GLOBAL '
      r'posix.system.*\); relkd never runs code stored in a file$'),
     (_torchscript, r'a TorchScript file \(what relkd-export writes\), not a relkd checkpoint'),
-    (lambda p: torch.save({'format': 'other'}, p), "expected format 'relkd-checkpoint/1'"),
+    (lambda p: torch.save({'format': 'other'}, p), "expected format 'relkd-checkpoint/2'"),
     (lambda p: torch.save({'format': 'relkd-checkpoint/1'}, p), 'checkpoint lacks'),
 ], ids=['missing', 'empty', 'text', 'pickle', 'runs-code', 'torchscript', 'foreign-format',
         'incomplete'])
