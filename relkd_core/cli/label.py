@@ -22,7 +22,6 @@ failure; 2 bad usage.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from tqdm import tqdm
 from relkd_core.cli.common import EXIT_OK, UsageError, run
 from relkd_core.data.bag import bag_topics, open_bags
 from relkd_core.data.preset import load_preset
-from relkd_core.data.scan import ScanInput
+from relkd_core.data.scan import override_scan_input
 from relkd_core.errors import BagError, ConfigError
 from relkd_core.infer.label_bag import (
     LabelBagReport,
@@ -43,6 +42,7 @@ from relkd_core.infer.label_bag import (
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.labeler import Labeler
 from relkd_core.infer.legend import LEGEND_TOPIC
+from relkd_core.models.distilled import load_checkpoint
 from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
 
 
@@ -65,19 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
                              '--vocabulary')
     parser.add_argument('--preset', default=None,
                         help='topic preset (synth-nuscenes, kitti, ... or a YAML file): gives '
-                             'the lidar topic, intensity field and scale and range limits')
+                             'the lidar topic, and its intensity field and scale and range '
+                             'limits override the checkpoint\'s')
     parser.add_argument('--lidar-topic', default=None,
                         help='PointCloud2 topic to label (default: the preset\'s, else the '
                              'bag\'s only PointCloud2 topic)')
     parser.add_argument('--intensity-field', default=None,
-                        help='field read as intensity (default: the preset\'s, else intensity)')
+                        help='field read as intensity (default: the preset\'s, else the '
+                             'checkpoint\'s)')
     parser.add_argument('--intensity-scale', type=float, default=None,
                         help='factor mapping intensity into the student\'s range (default: the '
-                             'preset\'s, else 1)')
+                             'preset\'s, else the checkpoint\'s)')
     parser.add_argument('--min-range-m', type=float, default=None,
-                        help='nearer points are unlabeled (default: the preset\'s, else 0)')
+                        help='nearer points are unlabeled (default: the preset\'s, else the '
+                             'checkpoint\'s)')
     parser.add_argument('--max-range-m', type=float, default=None,
-                        help='farther points are unlabeled (default: the preset\'s, else none)')
+                        help='farther points are unlabeled (default: the preset\'s, else the '
+                             'checkpoint\'s)')
     parser.add_argument('--score-threshold', type=float, default=-1.0,
                         help='points scoring below this cosine similarity are unlabeled '
                              '(default: -1, every point labelled)')
@@ -109,24 +113,29 @@ def _vocabulary(args: argparse.Namespace) -> Vocabulary | None:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Lidar topic, intensity and range settings: the arguments over the preset's."""
-    settings: dict[str, Any] = {'lidar_topic': None, 'intensity_field': 'intensity',
-                                'intensity_scale': 1.0, 'min_range_m': 0.0,
-                                'max_range_m': math.inf, 'distro': 'humble'}
+    """Lidar topic and distro from the arguments over the preset's, and the intensity and
+    range settings the arguments (then the preset) set explicitly, each as (value, origin)."""
+    settings: dict[str, Any] = {'lidar_topic': None, 'distro': 'humble'}
+    reading: dict[str, tuple[Any, str]] = {key: (None, '') for key in _READING}
     if args.preset is not None:
         try:
             preset = load_preset(args.preset)
         except ConfigError as err:
             raise UsageError(f'--preset: {err}') from err
-        lidar = preset.lidar
-        settings.update(lidar_topic=lidar.topic, intensity_field=lidar.intensity_field,
-                        intensity_scale=lidar.intensity_scale, min_range_m=lidar.min_range_m,
-                        max_range_m=lidar.max_range_m, distro=preset.distro)
-    for key in ('lidar_topic', 'intensity_field', 'intensity_scale', 'min_range_m',
-                'max_range_m'):
+        settings.update(lidar_topic=preset.lidar.topic, distro=preset.distro)
+        reading.update({key: (getattr(preset.lidar, key), f'--preset {args.preset}')
+                        for key in _READING})
+    if args.lidar_topic is not None:
+        settings['lidar_topic'] = args.lidar_topic
+    for key in _READING:
         if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
+            reading[key] = (getattr(args, key), '--' + key.replace('_', '-'))
+    settings['reading'] = reading
     return settings
+
+
+#: ScanInput settings the preset and flags may override.
+_READING = ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m')
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -167,18 +176,20 @@ def _label(args: argparse.Namespace) -> int:
                            f'(truncated at byte {truncated_at} of {size_bytes}) and what is '
                            f'left has no usable lidar topic: {err}') from err
         raise UsageError(f'--lidar-topic: {err}') from err
+    checkpoint = load_checkpoint(args.checkpoint)
+    scan_input, notes = override_scan_input(checkpoint.scan_input, settings['reading'])
+    for note in notes:
+        print(f'relkd-label: {note}', file=sys.stderr)
     try:
-        labeler = Labeler(args.checkpoint, vocabulary, args.device,
+        labeler = Labeler(checkpoint, vocabulary, args.device,
                           score_threshold=args.score_threshold,
-                          min_range_m=settings['min_range_m'],
-                          max_range_m=settings['max_range_m'])
+                          min_range_m=scan_input.min_range_m, max_range_m=scan_input.max_range_m)
     except ConfigError as err:
         raise UsageError(str(err)) from err
     with tqdm(unit='msg', desc='relkd-label', disable=None, file=sys.stderr) as bar:
         report = label_bag(
             args.bag, args.out, labeler, lidar_topic=lidar_topic,
-            scan_input=ScanInput(intensity_field=settings['intensity_field'],
-                                 intensity_scale=settings['intensity_scale']),
+            scan_input=scan_input,
             labeled_topic=args.labeled_topic,
             legend_topic=args.legend_topic, storage=args.storage, distro=settings['distro'],
             overwrite=args.overwrite, on_start=lambda total: bar.reset(total=total),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,7 +27,7 @@ from relkd_core.data.pointcloud import (
 from relkd_core.errors import DataError
 
 __all__ = ['MAX_CLOUD_BYTES', 'MAX_FIELDS', 'POINTFIELD_DATATYPES', 'Scan', 'ScanInput',
-           'pointfields', 'read_scan', 'stamp_ns']
+           'override_scan_input', 'pointfields', 'read_scan', 'stamp_ns']
 
 #: numpy dtype (native order) → sensor_msgs/PointField datatype constant (from POINTFIELD_TYPES).
 POINTFIELD_DATATYPES: Final[dict[np.dtype[Any], int]] = {
@@ -50,6 +51,33 @@ class ScanInput:
     intensity_scale: float = 1.0
     min_range_m: float = 0.0
     max_range_m: float = math.inf
+
+
+def override_scan_input(recorded: ScanInput | None, overrides: Mapping[str, tuple[Any, str]],
+                        *, recorded_by: str = 'the checkpoint') -> tuple[ScanInput, list[str]]:
+    """The ScanInput to read with: ``recorded`` (None: nothing recorded, ``ScanInput()``) with
+    each of ``overrides`` put in, and one line per setting that changes it, for the log.
+
+    ``overrides`` maps ScanInput field names to ``(value, origin)`` (origin names the flag or
+    parameter, e.g. ``'--intensity-scale'``); a value of None is not set and overrides nothing.
+    """
+    base = recorded or ScanInput()
+    changes = {key: value for key, (value, _) in overrides.items() if value is not None}
+    result = dataclasses.replace(base, **changes)
+    notes = []
+    if recorded is None:
+        notes.append(f'{recorded_by} does not record how its training scans were read; reading '
+                     f'with {_describe(result)}')
+    for key, (value, origin) in overrides.items():
+        if value is not None and recorded is not None and value != getattr(recorded, key):
+            notes.append(f'{key} {value!r} ({origin}) overrides {recorded_by}\'s '
+                         f'{getattr(recorded, key)!r}')
+    return result, notes
+
+
+def _describe(scan_input: ScanInput) -> str:
+    return (f'intensity {scan_input.intensity_field!r} × {scan_input.intensity_scale:g}, range '
+            f'{scan_input.min_range_m:g}–{scan_input.max_range_m:g} m')
 
 
 @dataclass(frozen=True)

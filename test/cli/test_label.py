@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from relkd_core.infer import LABELED_POINT_DTYPE, Labeler, entry_colors
 from relkd_core.infer.label_bag import LABELED_BAG_KIND
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_NAMESPACE, LEGEND_TOPIC
+from relkd_core.models.distilled import save_checkpoint
 from relkd_core.outputs import MARKER_NAME, output_kind
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
@@ -183,6 +185,40 @@ def test_label_uses_the_given_vocabulary(checkpoint: Path, tmp_path: Path) -> No
     assert next(out.glob('*.db3')).is_file()
     points = np.frombuffer(cloud.data, LABELED_POINT_DTYPE)
     np.testing.assert_array_equal(points['label'], labeler.label(read_scan(scan).points).labels)
+
+
+def _first_cloud(out: Path) -> np.ndarray:
+    with AnyReader([out]) as reader:
+        cloud = next(reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()
+                     if c.topic == f'/{LABELED_TOPIC}')
+    return np.frombuffer(cloud.data, LABELED_POINT_DTYPE)
+
+
+def test_label_reads_scans_as_the_checkpoint_records(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    recorded = ScanInput(intensity_scale=INTENSITY_SCALE, min_range_m=MIN_RANGE_M,
+                         max_range_m=MAX_RANGE_M)
+    checkpoint = tmp_path / 'student.pt'
+    save_checkpoint(checkpoint, dataclasses.replace(tiny_checkpoint(), scan_input=recorded))
+    bag = _write_input_bag(tmp_path / 'input', 'mcap')
+    with AnyReader([bag]) as reader:
+        scan = next(reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()
+                    if c.topic == LIDAR)
+    common = ['--checkpoint', str(checkpoint), '--bag', str(bag), '--lidar-topic', LIDAR]
+    assert main([*common, '--out', str(tmp_path / 'default')]) == 0
+    assert 'overrides' not in capsys.readouterr().err
+    xyzi = read_scan(scan, recorded).points
+    expected = Labeler(tiny_checkpoint(), min_range_m=MIN_RANGE_M,
+                       max_range_m=MAX_RANGE_M).label(xyzi)
+    points = _first_cloud(tmp_path / 'default')
+    np.testing.assert_array_equal(points['intensity'], xyzi[:, 3])
+    np.testing.assert_array_equal(points['label'], expected.labels)
+    # An explicit flag wins, and says so.
+    assert main([*common, '--out', str(tmp_path / 'scaled'), '--intensity-scale', '1']) == 0
+    assert (f"relkd-label: intensity_scale 1.0 (--intensity-scale) overrides the checkpoint's "
+            f'{INTENSITY_SCALE!r}') in capsys.readouterr().err
+    np.testing.assert_array_equal(_first_cloud(tmp_path / 'scaled')['intensity'],
+                                  read_scan(scan).points[:, 3])
 
 
 def test_label_overwrite_replaces_the_output(checkpoint: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from relkd_core.data.pointcloud import pointcloud_to_array
-from relkd_core.data.scan import MAX_FIELDS, ScanInput, read_scan
+from relkd_core.data.scan import MAX_FIELDS, ScanInput, override_scan_input, read_scan
 from relkd_core.errors import DataError
 
 
@@ -209,3 +209,28 @@ def test_read_scan_keeps_every_field_for_the_caller() -> None:
     points['ring'] = np.arange(12)
     scan = read_scan(_layout_cloud(points))
     np.testing.assert_array_equal(scan.fields['ring'], np.arange(12))
+
+
+def test_override_scan_input_keeps_the_recorded_settings_unless_set() -> None:
+    recorded = ScanInput(intensity_field='i', intensity_scale=0.5, min_range_m=1.0,
+                         max_range_m=80.0)
+    unset = {'intensity_field': (None, '--intensity-field'), 'max_range_m': (None, 'p')}
+    assert override_scan_input(recorded, unset) == (recorded, [])
+    same = {'intensity_scale': (0.5, '--intensity-scale')}
+    assert override_scan_input(recorded, same) == (recorded, [])
+
+
+def test_override_scan_input_logs_each_override() -> None:
+    recorded = ScanInput(intensity_scale=0.5)
+    result, notes = override_scan_input(recorded, {'intensity_scale': (1.0, 'parameter x'),
+                                                   'max_range_m': (50.0, 'parameter y')})
+    assert result == ScanInput(intensity_scale=1.0, max_range_m=50.0)
+    assert notes == ["intensity_scale 1.0 (parameter x) overrides the checkpoint's 0.5",
+                     "max_range_m 50.0 (parameter y) overrides the checkpoint's inf"]
+
+
+def test_override_scan_input_says_when_nothing_is_recorded() -> None:
+    result, notes = override_scan_input(None, {'intensity_scale': (2.0, 'flag')})
+    assert result == ScanInput(intensity_scale=2.0)
+    assert notes == ["the checkpoint does not record how its training scans were read; reading "
+                     "with intensity 'intensity' × 2, range 0–inf m"]
