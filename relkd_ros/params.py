@@ -24,7 +24,8 @@ from relkd_core.geometry.se3 import make_transform, quaternion_to_matrix
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_TOPIC
 
-__all__ = ['RELIABILITIES', 'SegmentParams', 'allowed_values', 'default_value',
+__all__ = ['FROM_CHECKPOINT', 'RELIABILITIES', 'SCAN_INPUT_PARAMETERS', 'SegmentParams',
+           'allowed_values', 'default_value',
            'parameter_descriptor', 'parameter_names', 'params_from_values',
            'parse_static_transform']
 
@@ -38,6 +39,12 @@ def _param(default: Any, description: str, *, min: float | None = None,
         metadata['max'] = max
     return dataclasses.field(default=default, metadata=metadata)
 
+
+#: The value of min_range_m, max_range_m and intensity_scale that means "as the checkpoint
+#: records" (intensity_field: the empty string). A set value overrides the checkpoint's.
+FROM_CHECKPOINT = -1.0
+#: Parameters that override the checkpoint's ScanInput when set.
+SCAN_INPUT_PARAMETERS = ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m')
 
 #: Values of the ``*_reliability`` parameters.
 RELIABILITIES = ('reliable', 'best_effort')
@@ -58,16 +65,17 @@ class SegmentParams:
     score_threshold: float = _param(
         -1.0, 'points whose cosine similarity to their best entry is below this are '
         'unlabeled (label 65535)', min=-1.0, max=1.0, dynamic=True)
-    min_range_m: float = _param(0.0, 'points nearer than this (metres) are not labelled',
-                                min=0.0, dynamic=True)
-    max_range_m: float = _param(200.0, 'points farther than this (metres) are not labelled',
-                                min=0.0, dynamic=True)
+    min_range_m: float = _param(FROM_CHECKPOINT, 'points nearer than this (metres) are not '
+                                "labelled; -1: the checkpoint's", min=-1.0, dynamic=True)
+    max_range_m: float = _param(FROM_CHECKPOINT, 'points farther than this (metres) are not '
+                                "labelled; -1: the checkpoint's", min=-1.0, dynamic=True)
     max_points: int = _param(400_000, 'a cloud with more valid points is dropped (bounds '
                              'latency and memory)', min=1, dynamic=True)
-    intensity_field: str = _param('intensity', 'PointCloud2 field read as intensity (absent: 0)',
-                                  dynamic=True)
-    intensity_scale: float = _param(1.0, 'factor mapping intensity_field into the range the '
-                                    'student was trained on (e.g. 1/255)', min=0.0, dynamic=True)
+    intensity_field: str = _param('', "PointCloud2 field read as intensity (absent: 0); empty: "
+                                  "the checkpoint's", dynamic=True)
+    intensity_scale: float = _param(FROM_CHECKPOINT, 'factor mapping intensity_field into the '
+                                    "range the student was trained on (e.g. 1/255); -1: the "
+                                    "checkpoint's", min=-1.0, dynamic=True)
     points_topic: str = _param('points', 'input sensor_msgs/PointCloud2 topic')
     labeled_topic: str = _param(LABELED_TOPIC, 'output labeled PointCloud2 topic')
     legend_topic: str = _param(LEGEND_TOPIC, 'output visualization_msgs/MarkerArray legend topic')
@@ -111,7 +119,11 @@ class SegmentParams:
     def validate(self) -> None:
         if not self.checkpoint:
             raise ValueError('checkpoint: give the student checkpoint file (relkd-train output)')
-        if self.min_range_m >= self.max_range_m:
+        for key in ('intensity_scale', 'min_range_m', 'max_range_m'):
+            if getattr(self, key) < 0 and getattr(self, key) != FROM_CHECKPOINT:
+                raise ValueError(f"{key}: expected a value >= 0, or -1 for the checkpoint's, got "
+                                 f'{getattr(self, key)}')
+        if 0 <= self.max_range_m <= self.min_range_m:
             raise ValueError(f'min_range_m ({self.min_range_m}) must be below max_range_m '
                              f'({self.max_range_m})')
         if len(self.image_topics) != len(self.camera_info_topics):
@@ -124,6 +136,16 @@ class SegmentParams:
         self.transforms()
         if any(not name.strip() for name in self.vocabulary):
             raise ValueError('vocabulary: a name is empty')
+
+    def scan_input_overrides(self) -> dict[str, tuple[Any, str]]:
+        """The settings these parameters set over the checkpoint's ScanInput, as
+        ``override_scan_input`` takes them (None: from the checkpoint)."""
+        overrides: dict[str, tuple[Any, str]] = {}
+        for key in SCAN_INPUT_PARAMETERS:
+            value = getattr(self, key)
+            unset = value == '' if key == 'intensity_field' else value == FROM_CHECKPOINT
+            overrides[key] = (None if unset else value, f'parameter {key}')
+        return overrides
 
     def threads(self, cpu_count: int | None = None) -> int:
         """Torch threads to use: ``num_threads``, or for 0 half of ``cpu_count`` (default: the

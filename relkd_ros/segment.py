@@ -27,6 +27,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from relkd_core.data.bag import point_cloud_cdr
+from relkd_core.data.scan import override_scan_input
 from relkd_core.errors import CalibrationError, ConfigError, DataError, RelkdError
 from relkd_core.geometry.camera import CameraModel
 from relkd_core.infer import LABELED_POINT_DTYPE, Labeler
@@ -43,7 +44,6 @@ from relkd_core.infer.runtime import (
 from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
 from relkd_ros.conversions import (
     Scan,
-    ScanInput,
     cloud_bytes,
     cloud_message,
     image_message,
@@ -121,9 +121,16 @@ class SegmentRuntime:
     def __init__(self, node: Any, params: SegmentParams) -> None:
         self.node, self.params = node, params
         torch.set_num_threads(params.threads())
-        self.labeler = Labeler(params.checkpoint, vocabulary_of(params), params.device,
-                               score_threshold=params.score_threshold,
-                               min_range_m=params.min_range_m, max_range_m=params.max_range_m,
+        self.labeler = Labeler(params.checkpoint, vocabulary_of(params), params.device)
+        # Scans are read as the checkpoint records its training scans were read, except where
+        # a parameter is set (see SegmentParams.scan_input_overrides); each override is logged.
+        self.scan_input, self._scan_notes = override_scan_input(
+            self.labeler.checkpoint.scan_input, params.scan_input_overrides())
+        for note in self._scan_notes:
+            node.get_logger().info(note)
+        self.labeler.configure(score_threshold=params.score_threshold,
+                               min_range_m=self.scan_input.min_range_m,
+                               max_range_m=self.scan_input.max_range_m,
                                max_points=params.max_points)
         self.vocabulary = VocabularySlot(self.labeler.embed(self.labeler.vocabulary))
         self.queue: ScanQueue[_Job] = ScanQueue(params.queue_size)
@@ -224,13 +231,20 @@ class SegmentRuntime:
             self.params.vocabulary, self.params.vocabulary_file)
         embedding = (self.labeler.embed(vocabulary_of(params, self.labeler))  # type: ignore[arg-type]
                      if vocabulary_changed else None)
-        limits = dict(score_threshold=params.score_threshold, min_range_m=params.min_range_m,
-                      max_range_m=params.max_range_m, max_points=params.max_points)
+        scan_input, notes = override_scan_input(self.labeler.checkpoint.scan_input,
+                                                params.scan_input_overrides())
+        limits = dict(score_threshold=params.score_threshold,
+                      min_range_m=scan_input.min_range_m, max_range_m=scan_input.max_range_m,
+                      max_points=params.max_points)
         self.labeler.configure(**limits)  # validates; the same values are set again below
 
         def apply() -> None:
             self.labeler.configure(**limits)
-            self.params = params
+            self.params, self.scan_input = params, scan_input
+            if notes != self._scan_notes:
+                self._scan_notes = notes
+                for note in notes or [f'reading scans as the checkpoint records: {scan_input}']:
+                    self.node.get_logger().info(note)
             if embedding is not None:
                 version = self.vocabulary.swap(embedding)
                 self.node.get_logger().info(
@@ -257,10 +271,8 @@ class SegmentRuntime:
     def _on_cloud(self, msg: Any) -> None:
         received_ns = time.monotonic_ns()
         self.statistics.count('received')
-        params = self.params
         try:
-            scan = read_scan(msg, ScanInput(intensity_field=params.intensity_field,
-                                            intensity_scale=params.intensity_scale))
+            scan = read_scan(msg, self.scan_input)
         except (DataError, ValueError, TypeError, OverflowError) as err:
             self.drop('PointCloud2', err)
             return

@@ -25,7 +25,13 @@ from relkd_ros.environment import (
     profile_environment,
     profile_variable,
 )
-from relkd_ros.params import SegmentParams, default_value, parameter_names, params_from_values
+from relkd_ros.params import (
+    SCAN_INPUT_PARAMETERS,
+    SegmentParams,
+    default_value,
+    parameter_names,
+    params_from_values,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / 'launch' / 'segment.launch.py'
@@ -80,12 +86,14 @@ def test_launch_remaps_the_topic_parameters_defaults() -> None:
 
 def test_segment_yaml_sets_every_parameter_the_rcl_parser_can_read() -> None:
     """Every declared parameter is in the file except the empty lists, which rcl's parser
-    would turn into "unset"; the rest validates."""
+    would turn into "unset", and the scan-reading ones, which must stay unset to take the
+    checkpoint's; the rest validates."""
     values = yaml.safe_load((ROOT / 'config' / 'segment.yaml').read_text())['/**'][
         'ros__parameters']
     missing = set(parameter_names()) - set(values)
     assert set(values) <= set(parameter_names())
-    assert missing == {name for name in parameter_names() if default_value(name) is None}
+    assert missing == {name for name in parameter_names()
+                       if default_value(name) is None} | set(SCAN_INPUT_PARAMETERS)
     assert not any(value == [] for value in values.values())
     params = params_from_values({**values, 'checkpoint': 'student.pt'})
     assert params.vocabulary == () and params.input_reliability == 'reliable'

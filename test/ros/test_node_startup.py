@@ -5,6 +5,7 @@ README's command line; and refusing bad configuration with one line and a non-ze
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 pytest.importorskip('rclpy')
 pytest.importorskip('visualization_msgs.msg')
 
-from infer.checkpoints import synthetic_scan, write_tiny_checkpoint
+from infer.checkpoints import synthetic_scan, tiny_checkpoint, write_tiny_checkpoint
 from ros.nodetools import (
     ROOT,
     Probe,
@@ -29,7 +30,9 @@ from ros.nodetools import (
 )
 from sensor_msgs.msg import PointCloud2
 
+from relkd_core.data.scan import ScanInput
 from relkd_core.infer import LABELED_POINT_DTYPE
+from relkd_core.models.distilled import save_checkpoint
 from relkd_ros.environment import PROFILE_VARIABLES, node_environment
 from relkd_ros.segment_node import shipped_config
 
@@ -78,8 +81,31 @@ def test_segment_node_starts_from_the_shipped_params_file(tmp_path: Path) -> Non
     message, log = labels_one_scan(['--params-file', str(SHIPPED_PARAMS),
                                     '-p', f'checkpoint:={checkpoint}'], tmp_path)
     points = np.frombuffer(message.data, LABELED_POINT_DTYPE)
-    assert len(points) == 2000 and (points['label'] < 3).sum() > 1500  # min_range_m 1 m
+    assert len(points) == 2000 and (points['label'] < 3).sum() > 1500
     assert 'with 3 entries (car, road, vegetation)' in log  # the checkpoint's vocabulary
+
+
+def test_segment_node_reads_scans_as_the_checkpoint_records(tmp_path: Path) -> None:
+    """The shipped params file sets no intensity or range parameter: the checkpoint's
+    ScanInput applies; a parameter set explicitly overrides it and the log says so."""
+    recorded = ScanInput(intensity_scale=0.5, min_range_m=5.0, max_range_m=120.0)
+    checkpoint = tmp_path / 'student.pt'
+    save_checkpoint(checkpoint, dataclasses.replace(tiny_checkpoint(), scan_input=recorded))
+    scan = synthetic_scan(2000, seed=1)
+    near = np.linalg.norm(scan[:, :3], axis=1) < 5.0
+    assert near.any() and not near.all()
+    base = ['--params-file', str(SHIPPED_PARAMS), '-p', f'checkpoint:={checkpoint}']
+    (tmp_path / 'default').mkdir()
+    (tmp_path / 'set').mkdir()
+    message, log = labels_one_scan(base, tmp_path / 'default')
+    points = np.frombuffer(message.data, LABELED_POINT_DTYPE)
+    np.testing.assert_array_equal(points['intensity'], scan[:, 3] * np.float32(0.5))
+    assert (points['label'][near] == 0xFFFF).all()
+    assert 'overrides' not in log
+    message, log = labels_one_scan([*base, '-p', 'intensity_scale:=1.0'], tmp_path / 'set')
+    points = np.frombuffer(message.data, LABELED_POINT_DTYPE)
+    np.testing.assert_array_equal(points['intensity'], scan[:, 3])
+    assert "intensity_scale 1.0 (parameter intensity_scale) overrides the checkpoint's 0.5" in log
 
 
 def test_segment_node_runs_with_the_launch_files_parameters_and_environment(

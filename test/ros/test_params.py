@@ -41,7 +41,7 @@ def test_params_threads_default_to_half_the_cores(requested: int, cpus: int,
 
 def test_allowed_values_names_type_and_range() -> None:
     assert allowed_values('queue_size') == 'an integer in [1, 100]'
-    assert allowed_values('min_range_m') == 'a number >= 0'
+    assert allowed_values('min_range_m') == 'a number >= -1'
     assert allowed_values('publish_legend') == 'a boolean'
 
 
@@ -51,6 +51,8 @@ def test_allowed_values_names_type_and_range() -> None:
     ({'input_reliability': 'sometimes'}, "input_reliability: expected one of"),
     ({'image_topics': ['/a']}, r'image_topics \(1\) and camera_info_topics \(0\)'),
     ({'min_range_m': 5.0, 'max_range_m': 1.0}, 'must be below max_range_m'),
+    ({'intensity_scale': -0.5}, "intensity_scale: expected a value >= 0, or -1 for the "
+                                "checkpoint's, got -0.5"),
     ({'queue_size': 0}, 'queue_size'),
     ({'static_transforms': ['a b 1 2 3']}, 'needs 9 items'),
     ({'vocabulary': ['car', ' ']}, 'vocabulary: a name is empty'),
@@ -60,6 +62,17 @@ def test_params_from_values_rejects_bad_values(values: dict[str, Any], match: st
     values = {'checkpoint': 'a.pt', **values} if values else values
     with pytest.raises(ConfigError, match=match):
         params_from_values(values)
+
+
+def test_params_override_the_checkpoints_scan_input_only_when_set() -> None:
+    unset = params_from_values({'checkpoint': 'a.pt'}).scan_input_overrides()
+    assert {key: value for key, (value, _) in unset.items()} == dict.fromkeys(
+        ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m'))
+    overrides = params_from_values({'checkpoint': 'a.pt', 'intensity_field': 'i',
+                                    'max_range_m': 50.0}).scan_input_overrides()
+    assert overrides['intensity_field'] == ('i', 'parameter intensity_field')
+    assert overrides['max_range_m'] == (50.0, 'parameter max_range_m')
+    assert overrides['min_range_m'][0] is None and overrides['intensity_scale'][0] is None
 
 
 def test_parse_static_transform_builds_the_matrix() -> None:
