@@ -40,10 +40,10 @@ from relkd_core.data.bag import (
 )
 from relkd_core.data.scan import ScanInput, read_scan, stamp_ns
 from relkd_core.errors import BagError, DataError, RelkdError
-from relkd_core.infer.labeled import LABELED_TOPIC, labeled_points
+from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.labeler import Labeler
 from relkd_core.infer.legend import LEGEND_NAMESPACE, LEGEND_TOPIC, legend_entries
-from relkd_core.infer.palette import entry_colors
+from relkd_core.infer.runtime import VocabularySlot, label_scan
 from relkd_core.outputs import claim_output, replace_output
 
 __all__ = ['LABELED_BAG_KIND', 'LabelBagReport', 'claim_label_output', 'label_bag',
@@ -233,8 +233,8 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
         copies = {id(c): writer.add_connection_from(c, store) for c in reader.connections}
         writer.add_topic(report.labeled_topic, POINTCLOUD2)
         writer.add_topic(report.legend_topic, MARKER_ARRAY, latched=True)
-        vocabulary = labeler.vocabulary
-        colors = entry_colors(vocabulary)
+        # The node's per-scan core: one vocabulary version (never swapped here) labels every scan.
+        slot = VocabularySlot(labeler.embedding)
         legend_frame: str | None = None
         messages = raw_messages(reader)
         while True:
@@ -257,14 +257,14 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
             try:
                 message: Any = reader.deserialize(raw, connection.msgtype)
                 scan = read_scan(message, scan_input)
-                result = labeler.label(scan.points)
+                labeled = label_scan(labeler, scan.points, slot)
             except (DataError, ValueError, TypeError, OverflowError) as err:
                 reason = f'{type(err).__name__}: {err}'
                 report.dropped[reason] = report.dropped.get(reason, 0) + 1
                 _LOG.warning('scan at record time %d dropped: %s', t_ns, reason)
                 continue
             scan_ns, frame_id = stamp_ns(message.header.stamp), str(message.header.frame_id)
-            points = labeled_points(scan.points, result, colors)
+            points = labeled.points
             writer.write(report.labeled_topic, t_ns, writer.factory.point_cloud(
                 points, scan_ns, frame_id, height=scan.height, is_dense=False))
             report.labeled += 1
@@ -272,7 +272,8 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
             if frame_id != legend_frame:
                 legend_frame = frame_id
                 writer.write(report.legend_topic, t_ns, legend_message(
-                    writer.factory, vocabulary.names, colors, scan_ns, frame_id))
+                    writer.factory, labeled.vocabulary.names, labeled.vocabulary.colors, scan_ns,
+                    frame_id))
                 report.legends += 1
         if report.damage is None:
             report.damage = _read_damage(reader, report, None)

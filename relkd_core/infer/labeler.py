@@ -207,6 +207,11 @@ class Labeler:
         return self._table.vocabulary
 
     @property
+    def embedding(self) -> VocabularyEmbedding:
+        """:attr:`vocabulary` with its embeddings, as :meth:`embed` gives them."""
+        return self._table
+
+    @property
     def embeddings(self) -> torch.Tensor:
         """(C, D) float32 text embeddings of :attr:`vocabulary`."""
         return self._table.embeddings
