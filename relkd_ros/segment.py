@@ -132,7 +132,7 @@ class SegmentRuntime:
                                min_range_m=self.scan_input.min_range_m,
                                max_range_m=self.scan_input.max_range_m,
                                max_points=params.max_points)
-        self.vocabulary = VocabularySlot(self.labeler.embed(self.labeler.vocabulary))
+        self.vocabulary = VocabularySlot(self.labeler.embedding, self.labeler.taxonomy)
         self.queue: ScanQueue[_Job] = ScanQueue(params.queue_size)
         self.statistics = RuntimeStatistics()
         self.legend = LegendLatch()

@@ -234,7 +234,7 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
         writer.add_topic(report.labeled_topic, POINTCLOUD2)
         writer.add_topic(report.legend_topic, MARKER_ARRAY, latched=True)
         # The node's per-scan core: one vocabulary version (never swapped here) labels every scan.
-        slot = VocabularySlot(labeler.embedding)
+        slot = VocabularySlot(labeler.embedding, labeler.taxonomy)
         legend_frame: str | None = None
         messages = raw_messages(reader)
         while True:

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from relkd_core.errors import CheckpointError, ConfigError, DataError, RelkdError
 from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint, scan_features
+from relkd_core.taxonomy import NUSCENES16, Taxonomy, load_taxonomy
 from relkd_core.teachers.vocabulary import Vocabulary
 
 __all__ = ['UNLABELED', 'LabelResult', 'Labeler', 'TextEncoder', 'VocabularyEmbedding',
@@ -164,6 +165,8 @@ class Labeler:
             raise ConfigError(f'device: {device!r} is not a torch device (e.g. cpu, cuda:0)'
                               ) from err
         self.checkpoint = checkpoint
+        #: The taxonomy of the training labels (colours of stored entries follow it).
+        self.taxonomy = checkpoint_taxonomy(checkpoint)
         self.configure(score_threshold=score_threshold, min_range_m=min_range_m,
                        max_range_m=max_range_m, max_points=max_points)
         self._encoder_source = text_encoder
@@ -329,3 +332,16 @@ class Labeler:
         scan = np.zeros((len(array), 4), dtype=np.float32)
         scan[:, : array.shape[1]] = array
         return scan
+
+
+def checkpoint_taxonomy(checkpoint: StudentCheckpoint) -> Taxonomy:
+    """The taxonomy a checkpoint records; nuScenes-16 when it records none (format 1) or when
+    the one it names cannot be loaded here (a user taxonomy file left behind; logged)."""
+    if not checkpoint.taxonomy:
+        return NUSCENES16
+    try:
+        return load_taxonomy(checkpoint.taxonomy)
+    except ConfigError as err:
+        _LOG.warning('the checkpoint\'s taxonomy cannot be loaded (%s); colours follow %s',
+                     err, NUSCENES16.name)
+        return NUSCENES16

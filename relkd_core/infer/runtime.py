@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from relkd_core.infer.labeled import labeled_points
 from relkd_core.infer.labeler import Labeler, LabelResult, VocabularyEmbedding
 from relkd_core.infer.palette import entry_colors
+from relkd_core.taxonomy import NUSCENES16, Taxonomy
 
 __all__ = ['LabeledScan', 'LegendLatch', 'RuntimeStatistics', 'ScanQueue', 'VocabularySlot',
            'VocabularyVersion', 'label_scan']
@@ -47,11 +48,14 @@ class VocabularyVersion:
 
 
 class VocabularySlot:
-    """The current vocabulary, swapped atomically from any thread."""
+    """The current vocabulary, swapped atomically from any thread; entry colours follow
+    ``taxonomy`` (the checkpoint's, :attr:`Labeler.taxonomy`)."""
 
-    def __init__(self, embedding: VocabularyEmbedding) -> None:
+    def __init__(self, embedding: VocabularyEmbedding, taxonomy: Taxonomy = NUSCENES16) -> None:
         self._lock = threading.Lock()
-        self._current = VocabularyVersion(0, embedding, entry_colors(embedding.vocabulary))
+        self._taxonomy = taxonomy
+        self._current = VocabularyVersion(0, embedding,
+                                          entry_colors(embedding.vocabulary, taxonomy))
 
     def current(self) -> VocabularyVersion:
         with self._lock:
@@ -59,7 +63,7 @@ class VocabularySlot:
 
     def swap(self, embedding: VocabularyEmbedding) -> VocabularyVersion:
         """Make ``embedding`` current; returns its new version."""
-        colors = entry_colors(embedding.vocabulary)
+        colors = entry_colors(embedding.vocabulary, self._taxonomy)
         with self._lock:
             self._current = VocabularyVersion(self._current.version + 1, embedding, colors)
             return self._current

@@ -3,6 +3,7 @@ through the node's per-scan core (read_scan, label_scan)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from rosbags.highlevel import AnyReader
 
 from relkd_core.data.scan import ScanInput, read_scan
 from relkd_core.errors import BagError
-from relkd_core.infer import LABELED_POINT_DTYPE, Labeler
+from relkd_core.infer import LABELED_POINT_DTYPE, Labeler, entry_colors
 from relkd_core.infer.label_bag import label_bag
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_TOPIC
@@ -20,6 +21,7 @@ from relkd_core.infer.runtime import VocabularySlot, label_scan
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
 from relkd_core.sim.rig import RIGS
+from relkd_core.taxonomy import load_taxonomy
 
 LIDAR = RIGS['nuscenes'].lidar.topic
 SCAN_INPUT = ScanInput(intensity_scale=0.5, min_range_m=2.0, max_range_m=60.0)
@@ -66,3 +68,17 @@ def test_label_bag_refuses_an_unknown_lidar_topic(drive: Path, tmp_path: Path) -
     with pytest.raises(BagError, match='/nowhere'):
         label_bag(drive, tmp_path / 'out', _labeler(), lidar_topic='/nowhere')
     assert not (tmp_path / 'out').exists()
+
+
+def test_label_bag_colours_entries_by_the_checkpoints_taxonomy(drive: Path,
+                                                               tmp_path: Path) -> None:
+    checkpoint = dataclasses.replace(tiny_checkpoint(), taxonomy='semantickitti19')
+    label_bag(drive, tmp_path / 'out', Labeler(checkpoint))
+    with AnyReader([tmp_path / 'out']) as reader:
+        legend = next(reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()
+                      if c.topic == f'/{LEGEND_TOPIC}')
+    vocabulary = Labeler(checkpoint).vocabulary
+    expected = entry_colors(vocabulary, load_taxonomy('semantickitti19'))
+    assert not np.array_equal(expected, entry_colors(vocabulary))  # the test means something
+    np.testing.assert_allclose([(m.color.r, m.color.g, m.color.b) for m in legend.markers[1:]],
+                               expected / 255.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from infer.checkpoints import synthetic_scan, tiny_checkpoint
 
-from relkd_core.infer import Labeler
+from relkd_core.infer import Labeler, entry_colors
 from relkd_core.infer.runtime import (
     LegendLatch,
     RuntimeStatistics,
@@ -17,6 +18,8 @@ from relkd_core.infer.runtime import (
     VocabularySlot,
     label_scan,
 )
+from relkd_core.taxonomy import load_taxonomy
+from relkd_core.teachers.vocabulary import Vocabulary
 
 
 def test_scan_queue_keeps_the_newest_items_and_counts_the_dropped() -> None:
@@ -111,3 +114,21 @@ def test_vocabulary_slot_versions_grow_with_each_swap() -> None:
     versions = [slot.swap(labeler.embed(names)).version for names in (['road'], ['car', 'road'])]
     assert versions == [1, 2] and slot.current().names == ('car', 'road')
     np.testing.assert_array_equal(slot.current().colors.shape, (2, 3))
+
+
+def test_vocabulary_slot_colours_by_its_taxonomy() -> None:
+    labeler = Labeler(tiny_checkpoint())
+    kitti = load_taxonomy('semantickitti19')
+    slot = VocabularySlot(labeler.embedding, kitti)
+    np.testing.assert_array_equal(slot.current().colors, entry_colors(labeler.vocabulary, kitti))
+    swapped = slot.swap(labeler.embed(['road']))
+    np.testing.assert_array_equal(swapped.colors, entry_colors(Vocabulary.from_names(['road']),
+                                                               kitti))
+
+
+def test_labeler_takes_the_checkpoints_taxonomy() -> None:
+    assert Labeler(tiny_checkpoint()).taxonomy.name == 'nuscenes16'
+    kitti = dataclasses.replace(tiny_checkpoint(), taxonomy='semantickitti19')
+    assert Labeler(kitti).taxonomy.name == 'semantickitti19'
+    missing = dataclasses.replace(tiny_checkpoint(), taxonomy='/nowhere/taxonomy.yaml')
+    assert Labeler(missing).taxonomy.name == 'nuscenes16'
