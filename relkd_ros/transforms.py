@@ -89,13 +89,13 @@ class TfBufferTransforms:
             self.buffer.add(parent, child, T_parent_child)
         self._node = node
         self._subscriptions: list[Any] = []
-        self.available = _tf_message_type() is not None
+        message = _tf_message_type()
+        self.available = message is not None
         if self.available:
             from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
             latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            message = _tf_message_type()
             for topic, qos, static_edges in (('/tf_static', latched, True), ('/tf', 100, False)):
                 self._subscriptions.append(node.create_subscription(
                     message, topic, lambda msg, s=static_edges: self._add(msg, s, on_error), qos))

@@ -185,10 +185,13 @@ class RuntimeStatistics:
 
     latency_window: int = 200
     _counts: _Counts = field(default_factory=_Counts)
-    _latencies_ms: collections.deque[float] = field(default_factory=collections.deque)
+    _latencies_ms: collections.deque[float] = field(init=False, repr=False)
     _last_error: str = ''
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _window: tuple[float, int, int] = field(default_factory=lambda: (time.monotonic(), 0, 0))
+
+    def __post_init__(self) -> None:
+        self._latencies_ms = collections.deque(maxlen=self.latency_window)
 
     def count(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to counter ``name`` (a field of the report, e.g. ``received``)."""
@@ -206,8 +209,6 @@ class RuntimeStatistics:
         with self._lock:
             self._counts.processed += 1
             self._latencies_ms.append(latency_ms)
-            while len(self._latencies_ms) > self.latency_window:
-                self._latencies_ms.popleft()
 
     def report(self, now: float | None = None) -> dict[str, str]:
         """Counters, ``input_rate_hz``/``output_rate_hz`` since the last report, latency
