@@ -30,12 +30,12 @@ def tiny_bags(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str],
 def tiny_prepared(tiny_bags: dict[tuple[str, str], Path],
                   tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 3-frame nuScenes-rig bag prepared with the synthetic teacher and 40 superpixels."""
-    from relkd_core.cli.prepare import _camera_teacher_spec
     from relkd_core.data.prepare import PrepareOptions, prepare_dataset
     from relkd_core.data.preset import load_preset
+    from relkd_core.data.teacher_adapter import camera_teacher_spec
 
     out = tmp_path_factory.mktemp('prepared') / 'nuscenes'
-    spec = _camera_teacher_spec('synthetic', None)
+    spec = camera_teacher_spec('synthetic', None)
     prepare_dataset([tiny_bags[('nuscenes', 'mcap')]], load_preset('synth-nuscenes'), out,
                     teacher_factory=lambda: spec,
                     options=PrepareOptions(frames_per_shard=2, superpixels=40))

@@ -18,24 +18,17 @@ import argparse
 import functools
 import shutil
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-from numpy.typing import NDArray
 from tqdm import tqdm
 
 from relkd_core.cli.common import EXIT_OK, UsageError, positive_int, run
-from relkd_core.data.prepare import PrepareOptions, PrepareReport, TeacherSpec, prepare_dataset
+from relkd_core.data.prepare import PrepareOptions, PrepareReport, prepare_dataset
 from relkd_core.data.prepared import PREPARED_KIND, SHARDS, is_prepared_dataset
 from relkd_core.data.preset import TopicPreset, load_preset
+from relkd_core.data.teacher_adapter import camera_teacher_spec
 from relkd_core.errors import ConfigError, DataError
 from relkd_core.outputs import claim_output
-from relkd_core.types import CameraFrame
-
-if TYPE_CHECKING:
-    from relkd_core.teachers import Teacher
 
 TEACHERS = ('none', 'synthetic', 'openclip', 'precomputed')
 
@@ -75,27 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
                              '(SLidR: 150; needs scikit-image; default: off)')
     parser.add_argument('--verbose', action='store_true')
     return parser
-
-
-def _camera_teacher_spec(name: Literal['synthetic', 'openclip', 'precomputed'],
-                         config: Path | None) -> TeacherSpec:
-    """Build a teacher from relkd_core.teachers and adapt it to camera frames (picklable
-    through functools.partial, for the worker pool)."""
-    from relkd_core.teachers import build_teacher
-
-    return teacher_spec(build_teacher(name, config))
-
-
-def teacher_spec(teacher: Teacher) -> TeacherSpec:
-    """Adapt a built teacher to what relkd-prepare stores: one feature grid per camera."""
-    from relkd_core.teachers import TeacherImage
-
-    def featurize(cameras: Sequence[CameraFrame]) -> list[NDArray[np.floating]]:
-        images = [TeacherImage(rgb=c.rgb, camera=c.name, t_ns=c.t_ns, semantic=c.semantic,
-                               instance=c.instance) for c in cameras]
-        return [grid.features for grid in teacher.image_features(images)]
-
-    return TeacherSpec(teacher.teacher_id, teacher.feature_dim, featurize)
 
 
 def format_report(report: PrepareReport, out: Path) -> str:
@@ -176,7 +148,7 @@ def _completed_shards(out: Path) -> list[Path]:
 def _run_prepare(args: argparse.Namespace, preset: TopicPreset) -> PrepareReport:
     factory = None
     if args.teacher != 'none':
-        factory = functools.partial(_camera_teacher_spec, args.teacher, args.teacher_config)
+        factory = functools.partial(camera_teacher_spec, args.teacher, args.teacher_config)
     options = PrepareOptions(frames_per_shard=args.frames_per_shard, workers=args.workers,
                              shard_group=args.shard, superpixels=args.superpixels)
     with tqdm(unit='scan', desc='relkd-prepare', disable=None, file=sys.stderr) as bar:

@@ -144,9 +144,10 @@ def _dataset(config: TrainConfig, ctx: DistContext, teacher: Any) -> Path:
         return data.prepared
     cache = data.cache_dir or config.out_dir / 'prepared'
     if ctx.is_main:
-        from relkd_core.cli.prepare import format_report, teacher_spec
+        from relkd_core.cli.prepare import format_report
         from relkd_core.data.prepare import PrepareOptions, prepare_dataset
         from relkd_core.data.preset import load_preset
+        from relkd_core.data.teacher_adapter import teacher_spec
 
         assert data.preset is not None  # DataConfig.validate
         preset = load_preset(data.preset)
