@@ -17,7 +17,19 @@ degraded on driving images:
 4. *Per-pixel noise*: i.i.d. noise per cell (norm ``pixel_noise``), seeded by
    ``(seed, camera, t_ns)``.
 5. *Modality gap*: one constant offset (norm ``modality_gap``) added to every image feature, so
-   image features sit in their own cone, away from the text embeddings, as in CLIP.
+   image features sit in their own cone, away from the text embeddings, as in CLIP (Liang et
+   al. 2022, "Mind the Gap"). ``modality_gap_mode`` picks its direction: ``random`` (a random
+   unit vector, which also has a component along the class text embeddings and so favours some
+   classes in an argmax), ``orthogonal`` (the same draw with its component in the span of the
+   class text embeddings removed: a pure shift between the image and the text cones, the shape
+   Liang et al. report for CLIP, which leaves every image-text ranking unchanged), or ``none``.
+
+A sixth knob, ``class_bias_share``, sets how much of the per-region bias (step 3; per object,
+or per image for stuff) is shared by every region of the same class (0: independent, the
+default). Dense CLIP features of one class are more similar to each other than to the class's text (patch
+self-similarity, the structure MaskCLIP, Zhou et al. 2022, and relational distillation rely
+on); a shared class bias raises that same-class self-similarity without moving the argmax
+much.
 
 Everything random is seeded per image or per object, never from a shared stream, so the features
 of an image are identical whatever the order or batching of the calls (resumable preparation).
@@ -51,7 +63,10 @@ from relkd_core.teachers.base import (
 from relkd_core.teachers.minilm import MINILM_DIM, SentenceEncoder
 from relkd_core.teachers.vocabulary import DEFAULT_PROMPTS, Vocabulary
 
-__all__ = ['SyntheticTeacher', 'SyntheticTeacherConfig']
+__all__ = ['GAP_MODES', 'SyntheticTeacher', 'SyntheticTeacherConfig']
+
+#: Directions of the modality gap (see the module docstring).
+GAP_MODES = ('random', 'orthogonal', 'none')
 
 _LOG = logging.getLogger(__name__)
 
@@ -60,6 +75,7 @@ _GAP_STREAM = 0x6A9
 _INSTANCE_STREAM = 0x1D5
 _STUFF_STREAM = 0x57F
 _CELL_STREAM = 0xCE11
+_CLASS_STREAM = 0xC1A
 # Region key = instance id * _KEY_STRIDE + label: unique per (object, class) and per stuff class.
 _KEY_STRIDE = 32
 
@@ -77,6 +93,10 @@ class SyntheticTeacherConfig:
     instance_noise: float = bounded(0.5, min=0.0, max=100.0)
     pixel_noise: float = bounded(0.7, min=0.0, max=100.0)
     modality_gap: float = bounded(0.8, min=0.0, max=100.0)
+    #: Direction of the gap: 'random', 'orthogonal' (to the class text span) or 'none'.
+    modality_gap_mode: str = 'random'
+    #: Share (of the variance) of the per-object bias common to all objects of a class.
+    class_bias_share: float = bounded(0.0, min=0.0, max=1.0)
     #: What unlabelled pixels (label 0: sky in the synthetic world) look like to the teacher.
     ignore_prompt: str = 'sky'
     #: Each class embedding is the mean over prompts × templates; '{}' is the prompt itself.
@@ -84,6 +104,9 @@ class SyntheticTeacherConfig:
     device: str = 'cpu'
 
     def validate(self) -> None:
+        if self.modality_gap_mode not in GAP_MODES:
+            raise ValueError(f'modality_gap_mode: expected one of {list(GAP_MODES)}, got '
+                             f'{self.modality_gap_mode!r}')
         if not self.prompt_templates:
             raise ValueError('prompt_templates: give at least one template, e.g. ["{}"]')
         for template in self.prompt_templates:
@@ -108,8 +131,11 @@ class SyntheticTeacher(Teacher):
         # (concept embeddings (17, D), cumulative confusion probabilities (17, 17)), built lazily
         # because they need the text model.
         self._tables: tuple[NDArray[np.float32], NDArray[np.float64]] | None = None
+        # The gap's direction is drawn here; 'orthogonal' projects it once the class text
+        # embeddings are known (_concept_tables).
         gap = np.random.default_rng([self.config.seed, _GAP_STREAM]).standard_normal(MINILM_DIM)
-        self._gap = (self.config.modality_gap * gap / np.linalg.norm(gap)).astype(np.float32)
+        self._gap_draw = gap
+        self._gap = self._scaled_gap(gap)
         self._blur: dict[tuple[int, int], tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
         self._cells: dict[tuple[int, int], NDArray[np.int64]] = {}
         self._threadpools: Any = None
@@ -161,6 +187,17 @@ class SyntheticTeacher(Teacher):
         before degradation; the default vocabulary's prompts, embedded like text."""
         return self._concept_tables()[0]
 
+    def _scaled_gap(self, direction: NDArray[np.float64]) -> NDArray[np.float32]:
+        if self.config.modality_gap_mode == 'none':
+            return np.zeros(MINILM_DIM, dtype=np.float32)
+        return (self.config.modality_gap * direction / np.linalg.norm(direction)).astype(
+            np.float32)
+
+    def modality_gap_vector(self) -> NDArray[np.float32]:
+        """(384,) float32: the constant offset added to every image feature."""
+        self._concept_tables()
+        return self._gap
+
     def _concept_tables(self) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
         if self._tables is None:
             prompts = [(self.config.ignore_prompt,)] + [DEFAULT_PROMPTS[n] for n in CLASS_NAMES]
@@ -172,6 +209,12 @@ class SyntheticTeacher(Teacher):
             weights = np.exp(logits - logits.max(axis=1, keepdims=True))
             cdf = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
             self._tables = concepts, cdf
+            if self.config.modality_gap_mode == 'orthogonal':
+                # Remove the draw's component in the span of the class concepts (an
+                # orthonormal basis from the SVD), so the shift moves no image-text ranking.
+                basis = np.linalg.svd(concepts.astype(np.float64), full_matrices=False)[2]
+                draw = self._gap_draw - basis.T @ (basis @ self._gap_draw)
+                self._gap = self._scaled_gap(draw)
         return self._tables
 
     def _features(self, image: TeacherImage) -> FeatureGrid:
@@ -236,6 +279,8 @@ class SyntheticTeacher(Teacher):
                 rng = np.random.default_rng([config.seed, _STUFF_STREAM, camera_key, stamp_key,
                                              label])
             region_vectors[r] = self._region_vector(concepts, confusion_cdf, label, rng)
+            if config.class_bias_share > 0:
+                region_vectors[r] += self._class_bias(concepts, label)
 
         # 4.+5. Per-cell noise and the modality gap, then back to unit length.
         features = fractions @ region_vectors
@@ -253,7 +298,16 @@ class SyntheticTeacher(Teacher):
         weight = self.config.confusion
         vector = (1 - weight) * concepts[label] + weight * concepts[other]
         bias = _noise(rng, concepts, 1)[0]
-        return (normalize_rows(vector) + self.config.instance_noise * bias).astype(np.float32)
+        # The object's own share of the bias; the class's share is added by _class_bias.
+        own = np.sqrt(1.0 - self.config.class_bias_share)
+        return (normalize_rows(vector) + own * self.config.instance_noise * bias).astype(
+            np.float32)
+
+    def _class_bias(self, concepts: NDArray[np.float32], label: int) -> NDArray[np.float32]:
+        """The part of the per-object bias every object of ``label`` shares, float32 (384,)."""
+        rng = np.random.default_rng([self.config.seed, _CLASS_STREAM, label])
+        shared = np.sqrt(self.config.class_bias_share) * self.config.instance_noise
+        return (shared * _noise(rng, concepts, 1)[0]).astype(np.float32)
 
     def _cell_index(self, width: int, height: int) -> NDArray[np.int64]:
         """(H*W,) int64: the grid cell of every pixel, row-major; cached per image size."""
