@@ -59,6 +59,7 @@ from relkd_core.models import StudentConfig  # noqa: E402
 from relkd_core.models.distilled import (  # noqa: E402
     DistilledStudent,
     StudentCheckpoint,
+    TeacherRef,
     save_checkpoint,
 )
 from relkd_core.sim.drive import SyntheticDrive  # noqa: E402
@@ -101,11 +102,9 @@ def write_checkpoint(path: Path, config: StudentConfig) -> int:
     embeddings = torch.nn.functional.normalize(
         torch.randn(len(vocabulary), TEACHER_DIM, generator=generator), dim=1)
     save_checkpoint(path, StudentCheckpoint(
-        student_config=config, teacher_id='bench-random', teacher_dim=TEACHER_DIM,
-        state_dict=model.state_dict(),
-        vocabulary={'names': list(vocabulary.names),
-                    'prompts': [list(p) for p in vocabulary.prompts],
-                    'labels': list(vocabulary.labels)},
+        student_config=config, teacher=TeacherRef(name='synthetic', config=None,
+                                                  id='bench-random'),
+        teacher_dim=TEACHER_DIM, state_dict=model.state_dict(), vocabulary=vocabulary,
         text_embeddings=embeddings, run_config={}, step=0))
     return sum(p.numel() for p in model.parameters())
 

@@ -22,7 +22,12 @@ from relkd_core.cli import eval as eval_cli
 from relkd_core.cli import export, label, prepare, synth, train
 from relkd_core.data.prepared import PreparedDataset
 from relkd_core.models import StudentConfig
-from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, save_checkpoint
+from relkd_core.models.distilled import (
+    DistilledStudent,
+    StudentCheckpoint,
+    TeacherRef,
+    save_checkpoint,
+)
 from relkd_core.outputs import mark_output
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
@@ -232,7 +237,8 @@ def sources(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     config = StudentConfig(variant='14', width_multiplier=0.125, out_dim=8, voxel_size_m=0.5)
     text = torch.nn.functional.normalize(torch.randn(16, dataset.feature_dim), dim=1)
     save_checkpoint(root / 'eval_student.pt', StudentCheckpoint(
-        student_config=config, teacher_id=dataset.teacher_id, teacher_dim=dataset.feature_dim,
+        student_config=config, teacher_dim=dataset.feature_dim,
+        teacher=TeacherRef(name='synthetic', config=None, id=dataset.teacher_id),
         state_dict=DistilledStudent(config, dataset.feature_dim).state_dict(),
         text_embeddings=text, step=1))
     return {'drive': root / 'drive', 'student.pt': root / 'student.pt',

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from relkd_core.cli.common import EXIT_INTERRUPTED, EXIT_OK, UsageError, run
 from relkd_core.config import load_config
 from relkd_core.errors import ConfigError
-from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint
+from relkd_core.models.distilled import StudentCheckpoint, TeacherRef, load_checkpoint
 from relkd_core.train.config import TrainConfig
 from relkd_core.train.distributed import DistContext, init_distributed
 from relkd_core.train.run_folder import own_run_folder
@@ -169,9 +169,7 @@ def _text_side(config: TrainConfig, teacher: Any) -> TextSide:
 
     vocabulary = load_vocabulary(find_named_config('vocabularies', config.vocabulary))
     embeddings = torch.as_tensor(teacher.text_features(vocabulary), dtype=torch.float32)
-    return TextSide({'names': list(vocabulary.names),
-                     'prompts': [list(p) for p in vocabulary.prompts],
-                     'labels': list(vocabulary.labels)}, embeddings)
+    return TextSide(vocabulary, embeddings)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -193,7 +191,10 @@ def _run(config: TrainConfig, resume: StudentCheckpoint | None) -> int:
         teacher = build_teacher(config.data.teacher, config.data.teacher_config)
         root = _dataset(config, ctx, teacher)
         text = _text_side(config, teacher) if ctx.is_main else None
-        trainer = Trainer(config, ctx, root, teacher.teacher_id, text, resume)
+        data = config.data
+        ref = TeacherRef(name=data.teacher, id=teacher.teacher_id,
+                         config=str(data.teacher_config) if data.teacher_config else None)
+        trainer = Trainer(config, ctx, root, ref, text, resume)
         del teacher
         if ctx.is_main:
             print(f'relkd-train: {len(trainer.frames)} frames, {trainer.steps_per_epoch} '

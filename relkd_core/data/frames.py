@@ -357,6 +357,8 @@ class BagSource:
     def _scan(self, msg: Any, t_ns: int) -> tuple[LidarScan, int]:
         """The valid points of a cloud (see ScanInput) and the number of non-finite ones."""
         lidar = self.preset.lidar
+        # The preset's ScanInput drops non-finite points (nan_policy 'drop', what checkpoints
+        # record); the range limits leave more points not valid, and only valid ones are kept.
         read = read_scan(msg, lidar.scan_input, allow_empty=True)
         _check_fields(read.fields, self.preset)
         keep = read.valid
@@ -365,7 +367,7 @@ class BagSource:
             labels = read.fields[lidar.label_field][keep].astype(np.uint16)
         scan = LidarScan(points=np.ascontiguousarray(read.points[keep]), t_ns=t_ns,
                          frame_id=self.lidar_frame, labels=labels)
-        return scan, int((~np.isfinite(read.points).all(axis=1)).sum())
+        return scan, read.nonfinite
 
     def _camera(self, preset: CameraPreset, plan: CameraPlan, message: Any, t_scan_ns: int
                 ) -> CameraFrame:

@@ -1,6 +1,6 @@
 """``sensor_msgs/PointCloud2`` ↔ lidar scans: the one scan reader, :func:`read_scan`, which
-applies a :class:`ScanInput` (how the lidar is read: intensity field and scale, range limits),
-and the PointField layout of structured arrays.
+applies a :class:`ScanInput` (how the lidar is read: intensity field and scale, range limits,
+what becomes of non-finite points), and the PointField layout of structured arrays.
 
 Duck-typed on messages (rclpy and rosbags alike), so preparation, the live node and the offline
 bag labeler read a cloud the same way. Errors are :class:`~relkd_core.errors.DataError` naming
@@ -24,10 +24,10 @@ from relkd_core.data.pointcloud import (
     field_names,
     pointcloud_to_array,
 )
-from relkd_core.errors import DataError
+from relkd_core.errors import ConfigError, DataError
 
-__all__ = ['MAX_CLOUD_BYTES', 'MAX_FIELDS', 'POINTFIELD_DATATYPES', 'Scan', 'ScanInput',
-           'override_scan_input', 'pointfields', 'read_scan', 'stamp_ns']
+__all__ = ['MAX_CLOUD_BYTES', 'MAX_FIELDS', 'NAN_POLICIES', 'POINTFIELD_DATATYPES', 'Scan',
+           'ScanInput', 'override_scan_input', 'pointfields', 'read_scan', 'stamp_ns']
 
 #: numpy dtype (native order) → sensor_msgs/PointField datatype constant (from POINTFIELD_TYPES).
 POINTFIELD_DATATYPES: Final[dict[np.dtype[Any], int]] = {
@@ -35,6 +35,8 @@ POINTFIELD_DATATYPES: Final[dict[np.dtype[Any], int]] = {
 _SIZES = {datatype: np.dtype(code).itemsize for datatype, code in POINTFIELD_TYPES.items()}
 #: Bytes of one cloud above which a message is refused without reading it (2 GiB).
 MAX_CLOUD_BYTES: Final = 2**31
+#: Values of :attr:`ScanInput.nan_policy`.
+NAN_POLICIES: Final = ('drop', 'keep')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,12 +47,23 @@ class ScanInput:
     field reads intensity 0). A point is *valid* when its four values are finite and its
     Euclidean distance from the sensor lies in [``min_range_m``, ``max_range_m``]; preparation
     keeps only valid points, labelling labels only them (the others get no label).
+
+    ``nan_policy`` says what becomes of a point with a non-finite x, y, z or intensity:
+    ``'drop'`` leaves it out of the scan (an organised cloud then reads as one row), as
+    training always did; ``'keep'`` keeps it in place, not valid, so an organised cloud keeps
+    its rows and columns (labelling gives it no label).
     """
 
     intensity_field: str = 'intensity'
     intensity_scale: float = 1.0
     min_range_m: float = 0.0
     max_range_m: float = math.inf
+    nan_policy: str = 'drop'
+
+    def __post_init__(self) -> None:
+        if self.nan_policy not in NAN_POLICIES:
+            raise ConfigError(f'nan_policy: expected one of {list(NAN_POLICIES)}, got '
+                              f'{self.nan_policy!r}')
 
 
 def override_scan_input(recorded: ScanInput | None, overrides: Mapping[str, tuple[Any, str]],
@@ -77,21 +90,25 @@ def override_scan_input(recorded: ScanInput | None, overrides: Mapping[str, tupl
 
 def _describe(scan_input: ScanInput) -> str:
     return (f'intensity {scan_input.intensity_field!r} × {scan_input.intensity_scale:g}, range '
-            f'{scan_input.min_range_m:g}–{scan_input.max_range_m:g} m')
+            f'{scan_input.min_range_m:g}–{scan_input.max_range_m:g} m, non-finite points '
+            f'{"dropped" if scan_input.nan_policy == "drop" else "kept"}')
 
 
 @dataclass(frozen=True)
 class Scan:
     """A validated cloud: ``points`` (N, 4) float32 ``x, y, z, intensity`` in the cloud's frame
-    (N = height × width, row-major, every point kept), ``valid`` (N,) bool (see
-    :class:`ScanInput`), the cloud's ``height``/``width`` (height > 1: organised) and
-    ``fields``, the (N,) structured array of every field of the cloud (native order)."""
+    (row-major; N = height × width, or fewer when non-finite points were dropped), ``valid``
+    (N,) bool (see :class:`ScanInput`), ``height``/``width`` (height > 1: organised), ``fields``,
+    the (N,) structured array of every field of those points (native order), and
+    ``nonfinite``, how many points of the cloud had a non-finite value (dropped or kept, as
+    the ScanInput's ``nan_policy`` says)."""
 
     points: NDArray[np.float32]
     height: int
     width: int
     valid: NDArray[np.bool_] = dataclasses.field(repr=False)
     fields: NDArray[np.void] = dataclasses.field(repr=False)
+    nonfinite: int = 0
 
 
 def stamp_ns(stamp: Any) -> int:
@@ -165,11 +182,17 @@ def read_scan(msg: Any, scan_input: ScanInput | None = None, *, allow_empty: boo
         scan[:, 3] = values.astype(np.float32) * np.float32(scan_input.intensity_scale)
     if not allow_empty and not np.isfinite(scan[:, :3]).all(axis=1).any():
         raise DataError(f'PointCloud2 has no finite point among its {len(scan)} points')
-    valid = np.isfinite(scan).all(axis=1)
+    finite = np.isfinite(scan).all(axis=1)
+    nonfinite = len(scan) - int(finite.sum())
+    height, width = int(msg.height), int(msg.width)
+    if nonfinite and scan_input.nan_policy == 'drop':
+        scan, points = scan[finite], points[finite]
+        finite = np.ones(len(scan), dtype=bool)
+        height, width = 1, len(scan)
     with np.errstate(invalid='ignore'):
         distance = np.linalg.norm(scan[:, :3], axis=1)
-    valid &= (distance >= scan_input.min_range_m) & (distance <= scan_input.max_range_m)
-    return Scan(scan, int(msg.height), int(msg.width), valid, points)
+    valid = finite & (distance >= scan_input.min_range_m) & (distance <= scan_input.max_range_m)
+    return Scan(scan, height, width, valid, points, nonfinite)
 
 
 def pointfields(dtype: np.dtype[np.void]) -> list[tuple[str, int, int]]:

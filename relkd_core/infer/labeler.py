@@ -9,8 +9,8 @@ below ``score_threshold``) get :data:`UNLABELED`.
 Text embeddings come from the checkpoint when possible: every entry whose prompts the
 checkpoint stored is reused as is, so the labeler needs no teacher model for the vocabulary it
 was trained with (or any subset of it). Entries with new prompts need the teacher's text side,
-built on first use only: by default the teacher named in the checkpoint's run config, checked to
-be the very teacher the student was distilled from (same teacher id).
+built on first use only: by default the checkpoint's teacher (its TeacherRef), checked to be the
+very teacher the student was distilled from (same teacher id).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import numpy as np
 import torch
@@ -30,10 +30,10 @@ from numpy.typing import NDArray
 from relkd_core.errors import CheckpointError, ConfigError, DataError, RelkdError
 from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint, scan_features
 from relkd_core.taxonomy import NUSCENES16, Taxonomy, load_taxonomy
-from relkd_core.teachers.vocabulary import Vocabulary
+from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
 
 __all__ = ['UNLABELED', 'LabelResult', 'Labeler', 'TextEncoder', 'VocabularyEmbedding',
-           'stored_vocabulary', 'teacher_text_encoder']
+           'resolve_vocabulary', 'stored_vocabulary', 'teacher_text_encoder']
 
 _LOG = logging.getLogger(__name__)
 
@@ -76,36 +76,30 @@ class LabelResult:
 
 
 def teacher_text_encoder(checkpoint: StudentCheckpoint) -> TextEncoder:
-    """The text side of the teacher named in ``checkpoint``'s run config (``data.teacher`` and
-    ``data.teacher_config``), checked to have the checkpoint's teacher id.
+    """The text side of the checkpoint's teacher (its :class:`TeacherRef`), built here and
+    checked to have the checkpoint's teacher id.
 
-    Raises CheckpointError when the run config names no teacher, the teacher cannot be built
-    here, or it is not the teacher the student was distilled from.
+    Raises CheckpointError when the teacher's config file is not on this machine, the teacher
+    cannot be built here, or it is not the teacher the student was distilled from.
     """
     from relkd_core.teachers import build_teacher
 
-    data = checkpoint.run_config.get('data') if isinstance(checkpoint.run_config, dict) else None
-    name = data.get('teacher') if isinstance(data, dict) else None
-    if not name:
+    ref = checkpoint.teacher
+    if ref.config and not os.path.isfile(ref.config):
         raise CheckpointError(
-            f'the checkpoint (teacher {checkpoint.teacher_id}) names no teacher in its run config '
-            '(data.teacher), so new text cannot be embedded; pass a text encoder or use names '
-            'from its stored vocabulary')
-    config_path = data.get('teacher_config') if isinstance(data, dict) else None
-    if config_path and not os.path.isfile(config_path):
-        raise CheckpointError(
-            f'the checkpoint\'s teacher config {config_path} is not on this machine; copy it '
+            f'the checkpoint\'s teacher config {ref.config} is not on this machine; copy it '
             'there, or pass a text encoder built from it')
     try:
-        teacher = build_teacher(name, config_path or None)
+        # An unknown name is the registry's one-line ConfigError, not a type error.
+        teacher = build_teacher(cast(Any, ref.name), ref.config)
     except RelkdError as err:
-        raise CheckpointError(f'cannot build the checkpoint\'s teacher {name!r} to embed new '
-                              f'text: {err}') from err
-    if teacher.teacher_id != checkpoint.teacher_id:
+        raise CheckpointError(f'cannot build the checkpoint\'s teacher {ref.name!r} to embed '
+                              f'new text: {err}') from err
+    if teacher.teacher_id != ref.id:
         raise CheckpointError(
-            f'the {name!r} teacher built here has id {teacher.teacher_id}, but the student was '
-            f'distilled from {checkpoint.teacher_id}; its text embeddings would not match the '
-            'student (different weights, config or library version)')
+            f'the {ref.name!r} teacher built here has id {teacher.teacher_id}, but the student '
+            f'was distilled from {ref.id}; its text embeddings would not match the student '
+            '(different weights, config or library version)')
     return teacher
 
 
@@ -120,15 +114,25 @@ def _as_vocabulary(vocabulary: Vocabulary | Sequence[str]) -> Vocabulary:
 
 def stored_vocabulary(checkpoint: StudentCheckpoint) -> Vocabulary | None:
     """The vocabulary whose text embeddings the checkpoint stores (None when it has none)."""
-    stored = checkpoint.vocabulary
-    if not stored:
-        return None
-    try:
-        return Vocabulary(names=tuple(stored['names']),
-                          prompts=tuple(tuple(p) for p in stored['prompts']),
-                          labels=tuple(int(label) for label in stored['labels']))
-    except (KeyError, TypeError, ValueError, RelkdError) as err:
-        raise CheckpointError(f'the checkpoint\'s stored vocabulary is malformed: {err}') from err
+    return checkpoint.vocabulary
+
+
+def resolve_vocabulary(names: Sequence[str] = (), file: str | os.PathLike[str] | None = None,
+                       checkpoint: StudentCheckpoint | None = None) -> Vocabulary:
+    """The one rule for the vocabulary to label with, used by the node, relkd-label and the
+    :class:`Labeler`: ``names`` (class names or free text) when given, else the vocabulary YAML
+    ``file``, else the checkpoint's stored vocabulary, else :meth:`Vocabulary.default`.
+
+    Raises ConfigError for both ``names`` and ``file``, an invalid name list or a bad file.
+    """
+    if names and file:
+        raise ConfigError('vocabulary: give class names or a vocabulary file, not both')
+    if names:
+        return _as_vocabulary(names)
+    if file:
+        return load_vocabulary(file)
+    stored = checkpoint.vocabulary if checkpoint is not None else None
+    return stored if stored is not None else Vocabulary.default()
 
 
 class Labeler:
@@ -184,8 +188,8 @@ class Labeler:
             for prompts, row in zip(stored.prompts, rows, strict=True):
                 self._stored[prompts] = row
         self.model = checkpoint.build_model(self.device)
-        default = stored if stored is not None else Vocabulary.default()
-        self._table = self.embed(default if vocabulary is None else vocabulary)
+        self._table = self.embed(resolve_vocabulary(checkpoint=checkpoint)
+                                 if vocabulary is None else vocabulary)
 
     def configure(self, *, score_threshold: float, min_range_m: float, max_range_m: float,
                   max_points: int | None) -> None:
@@ -278,8 +282,8 @@ class Labeler:
                 f'encoder: {err}. Stored entries: {self._stored_names()}') from err
 
     def _stored_names(self) -> list[str]:
-        stored = self.checkpoint.vocabulary or {}
-        return list(stored.get('names', []))
+        stored = self.checkpoint.vocabulary
+        return list(stored.names) if stored is not None else []
 
     # --- labelling --------------------------------------------------------------------------
 

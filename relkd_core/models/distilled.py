@@ -3,26 +3,33 @@
 A checkpoint is a plain dict of tensors, numbers and strings, loadable with
 ``torch.load(path, weights_only=True)`` (never unpickled code)::
 
-    format            'relkd-checkpoint/2' ('relkd-checkpoint/1' files still load, see below)
+    format            'relkd-checkpoint/3' (formats 1 and 2 still load, upgraded: see below)
     student_config    JSON of the StudentConfig (the model is rebuilt from this, never from the
                       config that happens to be current)
-    teacher_id        the teacher the head's output space belongs to; teacher_dim its width
+    teacher           JSON of the TeacherRef {name, config, id}: the teacher the head's output
+                      space belongs to, and how to build its text side again
+    teacher_id        the teacher's id again (readers of older formats); teacher_dim its width
     state_dict        weights of DistilledStudent (backbone.* and head.*)
-    vocabulary        JSON {names, prompts, labels} of the stored text embeddings
+    vocabulary        JSON {names, prompts, labels} of the Vocabulary of the stored text
+                      embeddings ('' when none)
     text_embeddings   (C, teacher_dim) float32 unit rows, the teacher's text side for that
                       vocabulary, so zero-shot labelling needs no teacher model
     scan_input        JSON of the ScanInput the training scans were read with (intensity field
-                      and scale, range limits; '' when unknown): what consumers read scans with
-                      unless told otherwise
+                      and scale, range limits, NaN policy; '' when unknown): what consumers read
+                      scans with unless told otherwise
     taxonomy          name of the taxonomy of the training data's labels ('' when unknown)
-    run_config        JSON of the whole resolved training config (provenance)
+    run_config        JSON of the whole resolved training config (provenance only: no consumer
+                      reads settings from it)
     code_version      package version (+ git commit when run from a checkout)
     step              optimisation steps done
     training          optional: optimizer, scheduler, RNG and data position, for --resume;
                       absent from the final ``student.pt``
 
-A format-1 checkpoint (written before ``scan_input`` and ``taxonomy`` existed) loads with both
-None and one warning saying so; consumers then read scans with their own settings, as they did.
+Older formats load upgraded, with one warning: the TeacherRef is rebuilt from the run config's
+``data.teacher`` and ``data.teacher_config`` (a checkpoint whose run config lacks them is
+refused, naming the field); a stored ScanInput without a NaN policy gets ``'drop'`` (training
+always dropped non-finite points); a format-1 checkpoint (written before ``scan_input`` and
+``taxonomy`` existed) has both None, and consumers read scans with their own settings.
 """
 
 from __future__ import annotations
@@ -42,25 +49,27 @@ from torch import nn
 from relkd_core.atomic import write_atomic
 from relkd_core.config import config_from_dict, config_to_dict
 from relkd_core.data.scan import ScanInput
-from relkd_core.errors import CheckpointError, ConfigError
+from relkd_core.errors import CheckpointError, ConfigError, RelkdError
 from relkd_core.geometry.voxel import devoxelize
 from relkd_core.models.batch import VoxelBatch, voxelize_batch
 from relkd_core.models.config import StudentConfig
 from relkd_core.models.minkunet import build_student
+from relkd_core.teachers.vocabulary import Vocabulary
 
 __all__ = [
     'CHECKPOINT_FORMAT',
     'DistilledStudent',
     'StudentCheckpoint',
+    'TeacherRef',
     'code_version',
     'load_checkpoint',
     'save_checkpoint',
     'scan_features',
 ]
 
-CHECKPOINT_FORMAT = 'relkd-checkpoint/2'
-#: Older formats :func:`load_checkpoint` still reads.
-_FORMAT_1 = 'relkd-checkpoint/1'
+CHECKPOINT_FORMAT = 'relkd-checkpoint/3'
+#: Older formats :func:`load_checkpoint` still reads (upgraded, see the module doc).
+_FORMAT_1, _FORMAT_2 = 'relkd-checkpoint/1', 'relkd-checkpoint/2'
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +123,27 @@ def scan_features(model: DistilledStudent, scans: list[torch.Tensor], *,
     return batch.split_points(features)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TeacherRef:
+    """The frozen teacher a student was distilled from: its ``name`` in the teacher registry
+    (``synthetic``, ``openclip``, ...), the teacher YAML ``config`` it was built with (a path
+    as given to relkd-train; None: the teacher's defaults) and its ``id``, which a teacher
+    built again must have for its text embeddings to fit the student."""
+
+    name: str
+    config: str | None
+    id: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class StudentCheckpoint:
     """Everything a checkpoint holds (see the module doc); ``training`` is None in a final one."""
 
     student_config: StudentConfig
-    teacher_id: str
+    teacher: TeacherRef
     teacher_dim: int
     state_dict: dict[str, torch.Tensor]
-    vocabulary: dict[str, Any] | None = None
+    vocabulary: Vocabulary | None = None
     text_embeddings: torch.Tensor | None = None
     run_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     scan_input: ScanInput | None = None
@@ -130,6 +151,11 @@ class StudentCheckpoint:
     code_version: str = ''
     step: int = 0
     training: dict[str, Any] | None = None
+
+    @property
+    def teacher_id(self) -> str:
+        """The id of the teacher the head's output space belongs to (``teacher.id``)."""
+        return self.teacher.id
 
     def build_model(self, device: torch.device | str = 'cpu') -> DistilledStudent:
         """The model with these weights, in eval mode, on ``device``."""
@@ -167,10 +193,11 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: StudentCheckpoint)
     payload: dict[str, Any] = {
         'format': CHECKPOINT_FORMAT,
         'student_config': json.dumps(config_to_dict(checkpoint.student_config)),
+        'teacher': json.dumps(dataclasses.asdict(checkpoint.teacher)),
         'teacher_id': checkpoint.teacher_id,
         'teacher_dim': int(checkpoint.teacher_dim),
         'state_dict': {k: v.detach().cpu() for k, v in checkpoint.state_dict.items()},
-        'vocabulary': json.dumps(checkpoint.vocabulary) if checkpoint.vocabulary else '',
+        'vocabulary': _vocabulary_json(checkpoint.vocabulary),
         'run_config': json.dumps(checkpoint.run_config),
         'scan_input': (json.dumps(dataclasses.asdict(checkpoint.scan_input))
                        if checkpoint.scan_input is not None else ''),
@@ -186,6 +213,8 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: StudentCheckpoint)
 
 
 _REQUIRED = ('student_config', 'teacher_id', 'teacher_dim', 'state_dict', 'step')
+#: Keys a current-format checkpoint must hold besides ``_REQUIRED``.
+_REQUIRED_3 = ('teacher', 'vocabulary', 'scan_input')
 _ZIP_MAGIC = b'PK\x03\x04'
 
 
@@ -245,12 +274,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f'{path}: {_load_failure(err)}') from err
-    if not isinstance(payload, dict) or payload.get('format') not in (CHECKPOINT_FORMAT,
-                                                                       _FORMAT_1):
+    formats = (CHECKPOINT_FORMAT, _FORMAT_2, _FORMAT_1)
+    if not isinstance(payload, dict) or payload.get('format') not in formats:
         found = payload.get('format') if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f'{path}: expected format {CHECKPOINT_FORMAT!r}, got {found!r}; '
                               'is this a relkd-train checkpoint?')
-    missing = [key for key in _REQUIRED if key not in payload]
+    current = payload['format'] == CHECKPOINT_FORMAT
+    missing = [key for key in _REQUIRED + (_REQUIRED_3 if current else ()) if key not in payload]
     if missing:
         raise CheckpointError(f'{path}: checkpoint lacks {missing}')
     try:
@@ -258,25 +288,78 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
                                           source=f'{path}:student_config')
     except (ConfigError, json.JSONDecodeError) as err:
         raise CheckpointError(f'{path}: stored student config is invalid: {err}') from err
-    vocabulary = json.loads(payload['vocabulary']) if payload.get('vocabulary') else None
-    if payload['format'] == _FORMAT_1:
-        log.warning('%s: a %s checkpoint, written before checkpoints recorded how scans were '
-                    'read and the taxonomy; scans are read with the reader\'s own settings '
-                    '(retrain to record them)', path, _FORMAT_1)
+    run_config = json.loads(payload.get('run_config') or '{}')
+    if current:
+        teacher = _stored_teacher(path, payload['teacher'])
+    else:
+        teacher = _upgraded_teacher(path, payload['format'], run_config,
+                                    str(payload['teacher_id']))
+        log.warning('%s: a %s checkpoint, upgraded on reading to %s (teacher %s from its run '
+                    'config%s); write it again with relkd-train to record the contract itself',
+                    path, payload['format'], CHECKPOINT_FORMAT, teacher.name,
+                    '; it does not record how scans were read nor the taxonomy, so readers use '
+                    'their own settings' if payload['format'] == _FORMAT_1 else '')
+    if teacher.id != str(payload['teacher_id']):
+        raise CheckpointError(f'{path}: the stored teacher has id {teacher.id!r} but '
+                              f'teacher_id is {payload["teacher_id"]!r}; the file was altered')
     return StudentCheckpoint(
         student_config=student_config,
-        teacher_id=str(payload['teacher_id']),
+        teacher=teacher,
         teacher_dim=int(payload['teacher_dim']),
         state_dict=payload['state_dict'],
-        vocabulary=vocabulary,
+        vocabulary=_stored_vocabulary(path, payload.get('vocabulary')),
         text_embeddings=payload.get('text_embeddings'),
-        run_config=json.loads(payload.get('run_config') or '{}'),
+        run_config=run_config,
         scan_input=_stored_scan_input(path, payload.get('scan_input')),
         taxonomy=str(payload.get('taxonomy') or '') or None,
         code_version=str(payload.get('code_version', '')),
         step=int(payload['step']),
         training=payload.get('training'),
     )
+
+
+def _vocabulary_json(vocabulary: Vocabulary | None) -> str:
+    if vocabulary is None:
+        return ''
+    return json.dumps({'names': list(vocabulary.names),
+                       'prompts': [list(p) for p in vocabulary.prompts],
+                       'labels': list(vocabulary.labels)})
+
+
+def _stored_vocabulary(path: Path, stored: Any) -> Vocabulary | None:
+    if not stored:
+        return None
+    try:
+        values = json.loads(stored)
+        return Vocabulary(names=tuple(str(n) for n in values['names']),
+                          prompts=tuple(tuple(str(p) for p in ps) for ps in values['prompts']),
+                          labels=tuple(int(label) for label in values['labels']))
+    except (TypeError, ValueError, KeyError, RelkdError) as err:
+        raise CheckpointError(f'{path}: stored vocabulary is invalid ({type(err).__name__}: '
+                              f'{err}); expected names, prompts and labels') from err
+
+
+def _stored_teacher(path: Path, stored: Any) -> TeacherRef:
+    try:
+        values = json.loads(stored)
+        config = values['config']
+        return TeacherRef(name=str(values['name']), id=str(values['id']),
+                          config=None if config is None else str(config))
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f'{path}: stored teacher is invalid ({type(err).__name__}: '
+                              f'{err}); expected name, config and id') from err
+
+
+def _upgraded_teacher(path: Path, found: str, run_config: Any, teacher_id: str) -> TeacherRef:
+    """The TeacherRef of a format-1/2 checkpoint, from the run config relkd-train wrote."""
+    data = run_config.get('data') if isinstance(run_config, dict) else None
+    name = data.get('teacher') if isinstance(data, dict) else None
+    if not name:
+        raise CheckpointError(f'{path}: a {found} checkpoint without run_config data.teacher '
+                              f'cannot be upgraded to {CHECKPOINT_FORMAT} (the teacher\'s name '
+                              'is missing); retrain, or write it again with a teacher')
+    config = data.get('teacher_config')  # type: ignore[union-attr]
+    return TeacherRef(name=str(name), config=str(config) if config else None, id=teacher_id)
 
 
 def _stored_scan_input(path: Path, stored: Any) -> ScanInput | None:
@@ -287,8 +370,10 @@ def _stored_scan_input(path: Path, stored: Any) -> ScanInput | None:
         return ScanInput(intensity_field=str(values['intensity_field']),
                          intensity_scale=float(values['intensity_scale']),
                          min_range_m=float(values['min_range_m']),
-                         max_range_m=float(values['max_range_m']))
-    except (TypeError, ValueError, KeyError) as err:
+                         max_range_m=float(values['max_range_m']),
+                         # Formats 1 and 2 did not record it: training always dropped them.
+                         nan_policy=str(values.get('nan_policy', 'drop')))
+    except (TypeError, ValueError, KeyError, ConfigError) as err:
         raise CheckpointError(f'{path}: stored scan_input is invalid ({type(err).__name__}: '
-                              f'{err}); expected intensity_field, intensity_scale, min_range_m '
-                              'and max_range_m') from err
+                              f'{err}); expected intensity_field, intensity_scale, min_range_m, '
+                              'max_range_m and nan_policy') from err

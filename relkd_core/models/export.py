@@ -282,7 +282,6 @@ def export_checkpoint(checkpoint: StudentCheckpoint, path: Path, *, head: bool =
     """
     model = checkpoint.build_model("cpu")
     scripted = script_student(model.backbone, model.head if head else None)
-    vocabulary = checkpoint.vocabulary or {}
     embeddings = checkpoint.text_embeddings
     meta = {
         "format": EXPORT_FORMAT,
@@ -290,7 +289,7 @@ def export_checkpoint(checkpoint: StudentCheckpoint, path: Path, *, head: bool =
         "teacher_id": checkpoint.teacher_id,
         "teacher_dim": checkpoint.teacher_dim,
         "student_config": config_to_dict(checkpoint.student_config),
-        "vocabulary": list(vocabulary.get("names", [])),
+        "vocabulary": list(checkpoint.vocabulary.names) if checkpoint.vocabulary else [],
         "text_embeddings": embeddings.tolist() if embeddings is not None and head else None,
         "code_version": checkpoint.code_version,
     }

@@ -41,9 +41,11 @@ from relkd_core.models.batch import voxelize_batch
 from relkd_core.models.distilled import (
     DistilledStudent,
     StudentCheckpoint,
+    TeacherRef,
     code_version,
     save_checkpoint,
 )
+from relkd_core.teachers.vocabulary import Vocabulary
 from relkd_core.train.batch import DistillBatch, DistillFrames, collate
 from relkd_core.train.config import RESUMABLE_KEYS, TrainConfig
 from relkd_core.train.distributed import DistContext
@@ -59,11 +61,10 @@ logger = logging.getLogger(__name__)
 class TextSide:
     """The teacher's text embeddings of a vocabulary, stored in every checkpoint.
 
-    ``vocabulary`` is ``{'names': [...], 'prompts': [[...]], 'labels': [...]}``;
-    ``embeddings`` is (C, D) float32 with unit rows.
+    ``embeddings`` is (C, D) float32 with unit rows, one per entry of ``vocabulary``.
     """
 
-    vocabulary: dict[str, Any]
+    vocabulary: Vocabulary
     embeddings: torch.Tensor
 
 
@@ -111,13 +112,14 @@ class Trainer:
         config: the resolved run config.
         ctx: this process's rank and device.
         dataset_root: the prepared dataset to distil from.
-        teacher_id: the teacher the run's head maps into; must equal the dataset's.
+        teacher: the teacher the run's head maps into (its id must equal the dataset's);
+            recorded in every checkpoint.
         text: text embeddings stored in checkpoints (None: checkpoints without them).
         resume: a checkpoint with training state to continue from.
     """
 
     def __init__(self, config: TrainConfig, ctx: DistContext, dataset_root: Path,
-                 teacher_id: str, text: TextSide | None = None,
+                 teacher: TeacherRef, text: TextSide | None = None,
                  resume: StudentCheckpoint | None = None) -> None:
         self.config, self.ctx, self.text = config, ctx, text
         if config.deterministic:
@@ -126,12 +128,13 @@ class Trainer:
                                     pairs_per_batch=config.loss.pairs_per_batch,
                                     batch_size=config.batch_size, seed=config.seed,
                                     superpixels=config.loss.superpixels)
-        if self.frames.frames.teacher_id != teacher_id:
+        if self.frames.frames.teacher_id != teacher.id:
             raise DataError(f'{dataset_root} holds features of teacher '
                             f'{self.frames.frames.teacher_id!r}, but this run distils '
-                            f'{teacher_id!r}; prepare the data with the same teacher and '
+                            f'{teacher.id!r}; prepare the data with the same teacher and '
                             'teacher config, or change data.teacher/teacher_config')
-        self.teacher_id = teacher_id
+        self.teacher = teacher
+        self.teacher_id = teacher.id
         self.teacher_dim = self.frames.frames.feature_dim
         if text is not None and text.embeddings.shape[1] != self.teacher_dim:
             raise ConfigError(f'text embeddings are {text.embeddings.shape[1]}-d but the '
@@ -159,7 +162,7 @@ class Trainer:
             DistributedDataParallel(self.model, device_ids=None if ctx.device.type == 'cpu'
                                     else [ctx.device]) if ctx.distributed else self.model)
         self.out = config.out_dir
-        self._vocab_labels = (torch.tensor(text.vocabulary['labels'], device=ctx.device)
+        self._vocab_labels = (torch.tensor(text.vocabulary.labels, device=ctx.device)
                               if text is not None else None)
         self._text = text.embeddings.to(ctx.device) if text is not None else None
 
@@ -391,7 +394,7 @@ class Trainer:
                      'world_size': self.ctx.world_size,
                      'steps_per_epoch': self.steps_per_epoch}
         return StudentCheckpoint(
-            student_config=self.config.student, teacher_id=self.teacher_id,
+            student_config=self.config.student, teacher=self.teacher,
             teacher_dim=self.teacher_dim, state_dict=self.model.state_dict(),
             vocabulary=self.text.vocabulary if self.text else None,
             text_embeddings=self.text.embeddings if self.text else None,

@@ -18,6 +18,7 @@ from relkd_core.models import StudentConfig
 from relkd_core.models.distilled import (
     DistilledStudent,
     StudentCheckpoint,
+    TeacherRef,
     save_checkpoint,
     scan_features,
 )
@@ -36,11 +37,8 @@ def _checkpoint(path: Path, teacher_id: str, teacher_dim: int, seed: int = 0) ->
     vocabulary = Vocabulary.default()
     text = torch.nn.functional.normalize(torch.randn(len(vocabulary), teacher_dim), dim=1)
     save_checkpoint(path, StudentCheckpoint(
-        student_config=CONFIG, teacher_id=teacher_id, teacher_dim=teacher_dim,
-        state_dict=model.state_dict(),
-        vocabulary={'names': list(vocabulary.names),
-                    'prompts': [list(p) for p in vocabulary.prompts],
-                    'labels': list(vocabulary.labels)},
+        student_config=CONFIG, teacher=TeacherRef(name='synthetic', config=None, id=teacher_id),
+        teacher_dim=teacher_dim, state_dict=model.state_dict(), vocabulary=vocabulary,
         text_embeddings=text, run_config={'loss': {'weights': {'relational': 1.0}}}, step=3))
     return path
 

@@ -63,7 +63,8 @@ def test_train_main_two_steps_per_loss(tiny_prepared: Path, tmp_path: Path,
     student = load_checkpoint(run / 'student.pt')
     assert student.step == 2 and student.training is None
     assert student.text_embeddings is not None and student.text_embeddings.shape == (16, 384)
-    assert student.vocabulary is not None and student.vocabulary['names'][3] == 'car'
+    assert student.vocabulary is not None and student.vocabulary.names[3] == 'car'
+    assert student.teacher.name == 'synthetic' and student.teacher.id == student.teacher_id
     assert student.run_config['loss']['weights'] == loss['weights']
     assert (run / 'config.yaml').exists() and (run / 'last.pt').exists()
     # The checkpoint is plain data: torch's safe loader reads it without any allow-listing.

@@ -133,11 +133,24 @@ def test_read_scan_uses_the_named_intensity_field() -> None:
     np.testing.assert_array_equal(scan.points[:, 3], np.arange(12, dtype=np.float32))
 
 
-def test_read_scan_keeps_nan_points_when_some_are_finite() -> None:
+def test_read_scan_keeps_nan_points_in_place_with_nan_policy_keep() -> None:
     points = _points(LAYOUTS['xyzi_f4'])
     points['x'][:5] = np.nan
-    scan = read_scan(_layout_cloud(points))
+    scan = read_scan(_layout_cloud(points, height=3), ScanInput(nan_policy='keep'))
     assert np.isnan(scan.points[:5, 0]).all() and np.isfinite(scan.points[5:]).all()
+    assert (scan.height, scan.width, scan.nonfinite) == (3, 4, 5)
+    np.testing.assert_array_equal(scan.valid, np.arange(12) >= 5)
+
+
+def test_read_scan_drops_nan_points_by_default() -> None:
+    points = _points(LAYOUTS['xyzi_f4'])
+    points['x'][:5] = np.nan
+    points['intensity'][7] = np.inf
+    scan = read_scan(_layout_cloud(points, height=3))
+    kept = [5, 6, 8, 9, 10, 11]
+    np.testing.assert_array_equal(scan.points[:, 1], points['y'][kept])
+    np.testing.assert_array_equal(scan.fields['y'], points['y'][kept])
+    assert (scan.height, scan.width, scan.nonfinite) == (1, 6, 6) and scan.valid.all()
 
 
 def _broken(change: str) -> Any:
@@ -192,16 +205,21 @@ def test_read_scan_marks_non_finite_and_out_of_range_points_invalid() -> None:
     points['x'] = [0.5, 2.0, 10.0, 200.0, 3.0]
     points['intensity'] = [1, 1, 1, 1, np.nan]
     scan = read_scan(_layout_cloud(points), ScanInput(min_range_m=1.0, max_range_m=120.0))
-    np.testing.assert_array_equal(scan.valid, [False, True, True, False, False])
-    np.testing.assert_array_equal(read_scan(_layout_cloud(points)).valid,
-                                  [True, True, True, True, False])
+    np.testing.assert_array_equal(scan.valid, [False, True, True, False])  # the NaN one dropped
+    keep = ScanInput(min_range_m=1.0, max_range_m=120.0, nan_policy='keep')
+    np.testing.assert_array_equal(read_scan(_layout_cloud(points), keep).valid,
+                                  [False, True, True, False, False])
+    np.testing.assert_array_equal(read_scan(_layout_cloud(points), ScanInput(
+        nan_policy='keep')).valid, [True, True, True, True, False])
 
 
 def test_read_scan_allow_empty_returns_empty_and_nan_clouds() -> None:
     empty = _broken('empty')
     assert read_scan(empty, allow_empty=True).points.shape == (0, 4)
-    scan = read_scan(_broken('all_nan'), allow_empty=True)
-    assert len(scan.points) == 12 and not scan.valid.any()
+    scan = read_scan(_broken('all_nan'), ScanInput(nan_policy='keep'), allow_empty=True)
+    assert len(scan.points) == 12 and not scan.valid.any() and scan.nonfinite == 12
+    dropped = read_scan(_broken('all_nan'), allow_empty=True)
+    assert dropped.points.shape == (0, 4) and dropped.nonfinite == 12
 
 
 def test_read_scan_keeps_every_field_for_the_caller() -> None:
@@ -233,4 +251,5 @@ def test_override_scan_input_says_when_nothing_is_recorded() -> None:
     result, notes = override_scan_input(None, {'intensity_scale': (2.0, 'flag')})
     assert result == ScanInput(intensity_scale=2.0)
     assert notes == ["the checkpoint does not record how its training scans were read; reading "
-                     "with intensity 'intensity' × 2, range 0–inf m"]
+                     "with intensity 'intensity' × 2, range 0–inf m, non-finite points "
+                     "dropped"]

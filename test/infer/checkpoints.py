@@ -13,7 +13,12 @@ import torch
 from numpy.typing import NDArray
 
 from relkd_core.models import StudentConfig
-from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, save_checkpoint
+from relkd_core.models.distilled import (
+    DistilledStudent,
+    StudentCheckpoint,
+    TeacherRef,
+    save_checkpoint,
+)
 from relkd_core.teachers.vocabulary import Vocabulary
 
 TEACHER_ID = 'fake-0123456789ab'
@@ -43,7 +48,7 @@ class FakeTextEncoder:
         return np.asarray(rows, dtype=np.float32)
 
 
-def tiny_checkpoint(seed: int = 0, run_config: dict[str, object] | None = None,
+def tiny_checkpoint(seed: int = 0, teacher: TeacherRef | None = None,
                     config: StudentConfig = TINY_CONFIG) -> StudentCheckpoint:
     """A random-init student with stored embeddings of :data:`STORED_NAMES` (fake encoder)."""
     torch.manual_seed(seed)
@@ -51,12 +56,10 @@ def tiny_checkpoint(seed: int = 0, run_config: dict[str, object] | None = None,
     vocabulary = Vocabulary.from_names(STORED_NAMES)
     embeddings = torch.from_numpy(FakeTextEncoder().text_features(vocabulary))
     return StudentCheckpoint(
-        student_config=config, teacher_id=TEACHER_ID, teacher_dim=TEACHER_DIM,
-        state_dict=model.state_dict(),
-        vocabulary={'names': list(vocabulary.names),
-                    'prompts': [list(p) for p in vocabulary.prompts],
-                    'labels': list(vocabulary.labels)},
-        text_embeddings=embeddings, run_config=run_config or {}, step=1)
+        student_config=config,
+        teacher=teacher or TeacherRef(name='fake', config=None, id=TEACHER_ID),
+        teacher_dim=TEACHER_DIM, state_dict=model.state_dict(), vocabulary=vocabulary,
+        text_embeddings=embeddings, step=1)
 
 
 def write_tiny_checkpoint(path: Path, seed: int = 0,

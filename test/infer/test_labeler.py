@@ -19,6 +19,7 @@ from infer.checkpoints import (
 
 from relkd_core.errors import CheckpointError, ConfigError, DataError
 from relkd_core.infer import UNLABELED, Labeler, teacher_text_encoder
+from relkd_core.models.distilled import TeacherRef
 from relkd_core.teachers.vocabulary import Vocabulary
 
 
@@ -103,7 +104,8 @@ def test_labeler_embed_does_not_switch_vocabulary() -> None:
 
 def test_labeler_new_text_without_teacher_raises_checkpoint_error() -> None:
     labeler = Labeler(tiny_checkpoint())
-    with pytest.raises(CheckpointError, match=r"\['bench'\] are not stored .*names no teacher"):
+    with pytest.raises(CheckpointError, match=r"\['bench'\] are not stored .*cannot build the "
+                                                r"checkpoint's teacher 'fake'"):
         labeler.set_vocabulary(['car', 'bench'])
     assert labeler.vocabulary.names == STORED_NAMES
 
@@ -135,8 +137,8 @@ def test_teacher_text_encoder_checks_the_teacher_id(monkeypatch: pytest.MonkeyPa
         return FakeTextEncoder(teacher_id)
 
     monkeypatch.setattr(relkd_core.teachers, 'build_teacher', build)
-    checkpoint = tiny_checkpoint(run_config={'data': {'teacher': 'synthetic',
-                                                      'teacher_config': None}})
+    checkpoint = tiny_checkpoint(teacher=TeacherRef(name='synthetic', config=None,
+                                                    id=TEACHER_ID))
     if match is None:
         assert teacher_text_encoder(checkpoint).teacher_id == TEACHER_ID
     else:
@@ -146,8 +148,8 @@ def test_teacher_text_encoder_checks_the_teacher_id(monkeypatch: pytest.MonkeyPa
 
 
 def test_teacher_text_encoder_reports_a_missing_teacher_config(tmp_path: Path) -> None:
-    checkpoint = tiny_checkpoint(run_config={'data': {'teacher': 'synthetic',
-                                                      'teacher_config': str(tmp_path / 'x.yaml')}})
+    checkpoint = tiny_checkpoint(teacher=TeacherRef(name='synthetic', id=TEACHER_ID,
+                                                    config=str(tmp_path / 'x.yaml')))
     with pytest.raises(CheckpointError, match=r'x.yaml is not on this machine'):
         teacher_text_encoder(checkpoint)
 

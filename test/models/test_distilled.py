@@ -16,11 +16,15 @@ from relkd_core.models import StudentConfig, voxelize_batch
 from relkd_core.models.distilled import (
     DistilledStudent,
     StudentCheckpoint,
+    TeacherRef,
     load_checkpoint,
     save_checkpoint,
     scan_features,
 )
+from relkd_core.teachers.vocabulary import Vocabulary
 
+VOCABULARY = Vocabulary(names=('car', 'road'), prompts=(('car',), ('road',)), labels=(4, 11))
+TEACHER = TeacherRef(name='synthetic', config=None, id='synthetic-abc')
 CONFIG = StudentConfig(variant='14', width_multiplier=0.125, out_dim=8, voxel_size_m=0.5,
                        voxelization='cartesian')
 
@@ -33,10 +37,9 @@ def _scan(seed: int = 0) -> torch.Tensor:
 
 
 def _checkpoint(model: DistilledStudent, **extra: object) -> StudentCheckpoint:
-    return StudentCheckpoint(student_config=CONFIG, teacher_id='synthetic-abc', teacher_dim=12,
+    return StudentCheckpoint(student_config=CONFIG, teacher=TEACHER, teacher_dim=12,
                              state_dict=model.state_dict(),
-                             vocabulary={'names': ['car', 'road'], 'prompts': [['car'], ['road']],
-                                         'labels': [4, 11]},
+                             vocabulary=VOCABULARY,
                              text_embeddings=torch.eye(2, 12), step=7,
                              **extra)  # type: ignore[arg-type]
 
@@ -70,7 +73,9 @@ def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
     loaded = load_checkpoint(tmp_path / 'a.pt')
     assert loaded.student_config == CONFIG
     assert loaded.teacher_id == 'synthetic-abc' and loaded.step == 7
-    assert loaded.vocabulary is not None and loaded.vocabulary['labels'] == [4, 11]
+    assert loaded.teacher == TEACHER
+    assert loaded.vocabulary == VOCABULARY
+    assert loaded.vocabulary.labels == (4, 11)
     assert loaded.run_config == {'steps': 7} and loaded.training == {'world_size': 1}
     assert loaded.text_embeddings is not None and torch.equal(loaded.text_embeddings,
                                                               torch.eye(2, 12))
@@ -88,21 +93,93 @@ def test_checkpoint_records_scan_input_and_taxonomy(tmp_path: Path) -> None:
                                                    taxonomy='semantickitti19'))
     loaded = load_checkpoint(tmp_path / 'a.pt')
     assert loaded.scan_input == scan_input and loaded.taxonomy == 'semantickitti19'
-    assert torch.load(tmp_path / 'a.pt', weights_only=True)['format'] == 'relkd-checkpoint/2'
+    assert torch.load(tmp_path / 'a.pt', weights_only=True)['format'] == 'relkd-checkpoint/3'
+
+
+def _older(tmp_path: Path, found: str, run_config: dict[str, object], drop: tuple[str, ...]
+           ) -> Path:
+    """A checkpoint as an older format wrote it: without the keys ``drop``, the vocabulary as
+    the JSON dict it was, the run config relkd-train wrote."""
+    model = DistilledStudent(CONFIG, teacher_dim=12)
+    scan_input = ScanInput(intensity_field='i', min_range_m=2.5, max_range_m=80.0)
+    save_checkpoint(tmp_path / 'a.pt', _checkpoint(model, scan_input=scan_input,
+                                                   run_config=run_config))
+    payload = torch.load(tmp_path / 'a.pt', weights_only=True)
+    payload['format'] = found
+    payload['scan_input'] = ('{"intensity_field": "i", "intensity_scale": 1.0, '
+                             '"min_range_m": 2.5, "max_range_m": 80.0}')
+    for key in ('teacher', *drop):
+        del payload[key]
+    torch.save(payload, tmp_path / 'old.pt')
+    return tmp_path / 'old.pt'
+
+
+RUN_CONFIG = {'data': {'teacher': 'synthetic', 'teacher_config': 'config/teachers/x.yaml'}}
+
+
+def test_load_checkpoint_upgrades_format_2(tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    loaded = load_checkpoint(_older(tmp_path, 'relkd-checkpoint/2', RUN_CONFIG, ()))
+    assert loaded.teacher == TeacherRef(name='synthetic', config='config/teachers/x.yaml',
+                                        id='synthetic-abc')
+    assert loaded.vocabulary == VOCABULARY
+    # Format 2 recorded no NaN policy: training always dropped non-finite points.
+    assert loaded.scan_input == ScanInput(intensity_field='i', min_range_m=2.5,
+                                          max_range_m=80.0, nan_policy='drop')
+    assert 'old.pt: a relkd-checkpoint/2 checkpoint, upgraded on reading to ' \
+           'relkd-checkpoint/3 (teacher synthetic from its run config)' in caplog.text
 
 
 def test_load_checkpoint_reads_format_1_with_a_warning(tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
+    loaded = load_checkpoint(_older(tmp_path, 'relkd-checkpoint/1', RUN_CONFIG,
+                                    ('scan_input', 'taxonomy')))
+    assert loaded.scan_input is None and loaded.taxonomy is None and loaded.step == 7
+    assert loaded.teacher.name == 'synthetic'
+    assert 'it does not record how scans were read nor the taxonomy' in caplog.text
+
+
+@pytest.mark.parametrize('found', ['relkd-checkpoint/1', 'relkd-checkpoint/2'])
+def test_load_checkpoint_refuses_an_old_checkpoint_without_its_teacher(tmp_path: Path,
+                                                                       found: str) -> None:
+    with pytest.raises(CheckpointError, match=rf'old.pt: a {found} checkpoint without run_config '
+                                              r'data.teacher cannot be upgraded to '
+                                              r'relkd-checkpoint/3 \(the teacher\'s name is '
+                                              r'missing\)'):
+        load_checkpoint(_older(tmp_path, found, {'steps': 7}, ()))
+
+
+@pytest.mark.parametrize('key', ['teacher', 'vocabulary', 'scan_input'])
+def test_load_checkpoint_names_a_missing_field_of_format_3(tmp_path: Path, key: str) -> None:
+    model = DistilledStudent(CONFIG, teacher_dim=12)
+    save_checkpoint(tmp_path / 'a.pt', _checkpoint(model))
+    payload = torch.load(tmp_path / 'a.pt', weights_only=True)
+    del payload[key]
+    torch.save(payload, tmp_path / 'a.pt')
+    with pytest.raises(CheckpointError, match=rf"a.pt: checkpoint lacks \['{key}'\]$"):
+        load_checkpoint(tmp_path / 'a.pt')
+
+
+@pytest.mark.parametrize(('key', 'value', 'message'), [
+    ('teacher', '{"name": "synthetic"}', r"stored teacher is invalid \(KeyError: 'config'\)"),
+    ('teacher', '{"name": "synthetic", "config": null, "id": "other"}',
+     r"the stored teacher has id 'other' but teacher_id is 'synthetic-abc'"),
+    ('vocabulary', '{"names": ["car"], "prompts": [], "labels": [1]}',
+     r'stored vocabulary is invalid \(TeacherError: vocabulary: names, prompts and labels'),
+    ('scan_input', '{"intensity_field": "i", "intensity_scale": 1, "min_range_m": 0, '
+                   '"max_range_m": 9, "nan_policy": "zero"}',
+     r"stored scan_input is invalid \(ConfigError: nan_policy: expected one of \['drop', "
+     r"'keep'\], got 'zero'\)"),
+])
+def test_load_checkpoint_names_an_invalid_contract_field(tmp_path: Path, key: str, value: str,
+                                                         message: str) -> None:
     model = DistilledStudent(CONFIG, teacher_dim=12)
     save_checkpoint(tmp_path / 'a.pt', _checkpoint(model, scan_input=ScanInput()))
     payload = torch.load(tmp_path / 'a.pt', weights_only=True)
-    payload['format'] = 'relkd-checkpoint/1'
-    del payload['scan_input'], payload['taxonomy']
-    torch.save(payload, tmp_path / 'old.pt')
-    loaded = load_checkpoint(tmp_path / 'old.pt')
-    assert loaded.scan_input is None and loaded.taxonomy is None and loaded.step == 7
-    assert 'old.pt: a relkd-checkpoint/1 checkpoint, written before checkpoints recorded how ' \
-           'scans were read' in caplog.text
+    payload[key] = value
+    torch.save(payload, tmp_path / 'a.pt')
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / 'a.pt')
 
 
 def test_load_checkpoint_names_an_invalid_scan_input(tmp_path: Path) -> None:
@@ -139,7 +216,7 @@ def _torchscript(path: Path) -> None:
      r'refused: it holds objects other than tensors, numbers and strings \(.*GLOBAL '
      r'posix.system.*\); relkd never runs code stored in a file$'),
     (_torchscript, r'a TorchScript file \(what relkd-export writes\), not a relkd checkpoint'),
-    (lambda p: torch.save({'format': 'other'}, p), "expected format 'relkd-checkpoint/2'"),
+    (lambda p: torch.save({'format': 'other'}, p), "expected format 'relkd-checkpoint/3'"),
     (lambda p: torch.save({'format': 'relkd-checkpoint/1'}, p), 'checkpoint lacks'),
 ], ids=['missing', 'empty', 'text', 'pickle', 'runs-code', 'torchscript', 'foreign-format',
         'incomplete'])
@@ -168,7 +245,7 @@ def test_checkpoint_weights_must_fit_their_config(tmp_path: Path) -> None:
     checkpoint = _checkpoint(model)
     state = dict(checkpoint.state_dict)
     state['head.weight'] = torch.zeros(3, 3)
-    broken = StudentCheckpoint(student_config=CONFIG, teacher_id='t', teacher_dim=12,
+    broken = StudentCheckpoint(student_config=CONFIG, teacher=TEACHER, teacher_dim=12,
                                state_dict=state)
     with pytest.raises(CheckpointError, match='do not fit'):
         broken.build_model()

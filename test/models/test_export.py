@@ -14,9 +14,15 @@ import torch
 from relkd_core.cli.export import main as export_main
 from relkd_core.errors import ModelError
 from relkd_core.models import StudentConfig, build_student, voxelize_batch
-from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, save_checkpoint
+from relkd_core.models.distilled import (
+    DistilledStudent,
+    StudentCheckpoint,
+    TeacherRef,
+    save_checkpoint,
+)
 from relkd_core.models.export import read_export_metadata, script_student
 from relkd_core.models.minkunet import MinkUNet
+from relkd_core.teachers.vocabulary import Vocabulary
 
 ConfigFactory = Callable[..., StudentConfig]
 ScanFactory = Callable[..., torch.Tensor]
@@ -93,9 +99,10 @@ def _checkpoint_file(path: Path, config: StudentConfig) -> tuple[Path, Distilled
     student = _with_running_statistics(DistilledStudent(config, teacher_dim=12))
     assert isinstance(student.backbone, MinkUNet)
     checkpoint = StudentCheckpoint(
-        student_config=config, teacher_id="synthetic-abc", teacher_dim=12,
-        state_dict=student.state_dict(),
-        vocabulary={"names": ["car", "road"], "prompts": [["car"], ["road"]], "labels": [4, 11]},
+        student_config=config, teacher_dim=12, state_dict=student.state_dict(),
+        teacher=TeacherRef(name="synthetic", config=None, id="synthetic-abc"),
+        vocabulary=Vocabulary(names=("car", "road"), prompts=(("car",), ("road",)),
+                              labels=(4, 11)),
         text_embeddings=torch.eye(2, 12), step=7)
     save_checkpoint(path, checkpoint)
     return path, student
