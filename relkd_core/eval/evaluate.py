@@ -44,6 +44,7 @@ from relkd_core.eval.fewshot import (
     train_linear_probe,
 )
 from relkd_core.eval.gap import sample_rows, structural_gap
+from relkd_core.eval.teacher_scores import first_pairs, predicted_counts
 from relkd_core.infer.labeler import stored_vocabulary, teacher_text_encoder
 from relkd_core.metrics import confusion_matrix
 from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, load_checkpoint
@@ -201,7 +202,8 @@ def _check_teacher(checkpoint: StudentCheckpoint, dataset: PreparedDataset, *,
 def _scores(confusion: NDArray[np.int64], taxonomy: Taxonomy) -> dict[str, Any]:
     summary = ZeroShotResult.from_confusion(confusion).to_dict(taxonomy.names)
     return {'miou': summary['miou_pct'], 'per_class_iou': summary['per_class_iou_pct'],
-            'num_points': summary['num_samples']}
+            'num_points': summary['num_samples'],
+            'predicted_points': predicted_counts(confusion, taxonomy.names)}
 
 
 def _labels(frame: PreparedFrame) -> NDArray[np.uint16]:
@@ -212,8 +214,7 @@ def _labels(frame: PreparedFrame) -> NDArray[np.uint16]:
 
 def _visible(frame: PreparedFrame) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Camera-visible points and, for each, its first pair (row of the frame's pairs)."""
-    points, first = np.unique(frame.pair_point, return_index=True)
-    return points.astype(np.int64), first.astype(np.int64)
+    return first_pairs(frame.pair_point)
 
 
 class _Evaluator:
@@ -242,7 +243,8 @@ class _Evaluator:
         size = taxonomy.num_classes + 1
         classes = taxonomy.num_classes
         all_points = np.zeros((size, size), np.int64)
-        student_visible, teacher_visible = (np.zeros((size, size), np.int64) for _ in range(2))
+        student_visible, teacher_visible, teacher_projected = (
+            np.zeros((size, size), np.int64) for _ in range(3))
         pairs_k: list[NDArray[np.float32]] = []
         pairs_q: list[NDArray[np.float32]] = []
         bev = None
@@ -259,8 +261,10 @@ class _Evaluator:
             student_visible += confusion_matrix(labels[visible], predicted[visible], classes)
             if teacher and frame.pair_features is not None and len(visible):
                 teacher_feats = frame.pair_features[first]
-                teacher_visible += confusion_matrix(
-                    labels[visible], predict_labels(teacher_feats, text, vocabulary), classes)
+                teacher_pairs = predict_labels(frame.pair_features, text, vocabulary)
+                teacher_visible += confusion_matrix(labels[visible], teacher_pairs[first], classes)
+                teacher_projected += confusion_matrix(
+                    labels[frame.pair_point.astype(np.int64)], teacher_pairs, classes)
                 if with_gap:
                     rows = sample_rows(len(visible), per_frame, self.config.fewshot.seed + i)
                     pairs_k.append(feats[visible[rows]])
@@ -270,9 +274,13 @@ class _Evaluator:
                                    'vocabulary': list(vocabulary.names),
                                    'visible': _scores(student_visible, taxonomy)}
         if teacher:
+            # The teacher on the student's visible points (teacher_miou, kept under its old
+            # name too) and on every point-pixel pair; see relkd_core.eval.teacher_scores.
             teacher_scores = _scores(teacher_visible, taxonomy)
             metrics['teacher_miou'] = teacher_scores['miou']
             metrics['teacher_per_class_iou'] = teacher_scores['per_class_iou']
+            metrics['teacher_visible'] = teacher_scores
+            metrics['teacher_projected'] = _scores(teacher_projected, taxonomy)
         else:
             metrics['teacher_miou'] = None
         if pairs_k:
