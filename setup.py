@@ -29,7 +29,8 @@ setup(
     name=PACKAGE_NAME,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*', 'bench', 'scripts']),
-    package_data={'relkd_core': ['py.typed']},
+    # The native sparse backend's C++ source is compiled on first use (native_fast.py).
+    package_data={'relkd_core': ['py.typed', 'models/sparse/*.cpp']},
     data_files=_data_files(),
     python_requires='>=3.10',
     install_requires=[

@@ -9,7 +9,7 @@ from relkd_core.config import bounded
 
 __all__ = ["INPUT_CHANNELS", "BackendName", "InputFeatures", "StudentConfig"]
 
-BackendName = Literal["native", "spconv", "minkowski"]
+BackendName = Literal["native", "native-ref", "spconv", "minkowski"]
 InputFeatures = Literal["intensity", "ones", "xyzi"]
 
 # Channels of the voxel features each choice of ``StudentConfig.input_features`` gives.
@@ -41,7 +41,9 @@ class StudentConfig:
         stem_kernel_size: kernel of the first convolution (SLidR: 3; MinkowskiEngine
             examples: 5).
         bn_momentum: momentum of every batch norm (PyTorch convention; SLidR uses 0.05).
-        backend: sparse-convolution engine; ``native`` is pure PyTorch and always available.
+        backend: sparse-convolution engine; ``native`` is always available: PyTorch, with a
+            compiled fast path on CPU built on first use when a C++ compiler is present;
+            ``native-ref`` is its pure-PyTorch reference alone.
         normalize_output: L2-normalise the per-point output features.
     """
 

@@ -23,7 +23,7 @@ def backend_params() -> list[object]:
             name,
             marks=pytest.mark.skipif(name not in installed, reason=f"{name} is not installed"),
         )
-        for name in ("native", *OPTIONAL_BACKENDS)
+        for name in ("native", "native-ref", *OPTIONAL_BACKENDS)
     ]
 
 
@@ -67,7 +67,8 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
-@pytest.fixture(params=[p for p in backend_params() if p.values[0] != "native"])  # type: ignore[attr-defined]
+@pytest.fixture(params=[p for p in backend_params()  # type: ignore[attr-defined]
+                        if not p.values[0].startswith("native")])
 def other_backend(request: pytest.FixtureRequest) -> str:
     """Each optional backend in turn, for parity with native."""
     name: str = request.param

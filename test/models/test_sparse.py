@@ -62,7 +62,7 @@ def sparse_rows_of(geometry_output: torch.Tensor, reference: torch.Tensor) -> to
 
 def dtype_for(backend: str) -> torch.dtype:
     # float64 where the backend supports it: the comparison then tests the maps, not rounding.
-    return torch.float64 if backend == "native" else torch.float32
+    return torch.float64 if backend.startswith("native") else torch.float32
 
 
 def tolerance(dtype: torch.dtype) -> dict[str, float]:
@@ -224,5 +224,5 @@ def test_geometry_rejects_bad_coordinates_and_levels() -> None:
 
 def test_check_backend_unknown_name_lists_choices() -> None:
     with pytest.raises(ModelError, match="unknown sparse backend 'torchsparse'; choose one of "
-                                         "native, spconv, minkowski"):
+                                         "native, native-ref, spconv, minkowski"):
         check_backend("torchsparse")

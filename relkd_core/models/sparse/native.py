@@ -1,6 +1,11 @@
 """Sparse convolution in plain PyTorch: hashing by sorting, kernel maps, gather–GEMM–scatter.
 
-No compiled code, so it runs wherever torch runs (CPU, CUDA) and never breaks on a new torch.
+The functions here need no compiled code, so they run wherever torch runs (CPU, CUDA) and never
+break on a new torch: they are the *reference*. On CPU the geometry of ``backend: native`` also
+uses an optional compiled fast path (``native_fast``: a hashed neighbour table and a fused
+submanifold convolution) when it can be built, and falls back to the reference (one log line)
+when it cannot; ``backend: native-ref`` always runs the reference. Both give the same outputs
+and gradients up to float rounding (parity tests).
 
 - Voxels are packed into one int64 key each (mixed radix over batch, x, y, z, with a margin
   of ``_pad()`` cells so a neighbour offset never wraps into another row or scan). Keys are sorted
@@ -18,17 +23,21 @@ No compiled code, so it runs wherever torch runs (CPU, CUDA) and never breaks on
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from relkd_core.models.sparse import native_fast
 from relkd_core.models.sparse.base import SparseGeometry, check_coords
 
 __all__ = [
     "KernelMap",
     "NativeGeometry",
     "build_geometry",
+    "build_reference_geometry",
     "coarser_level",
     "down_forward",
     "grid_layout",
@@ -52,8 +61,14 @@ KernelMap = list[tuple[torch.Tensor, torch.Tensor] | None]
 
 
 def build_geometry(coords: torch.Tensor, num_levels: int) -> NativeGeometry:
-    """Geometry of (V, 4) int64 ``(batch, a, b, c)`` voxel coordinates over ``num_levels``."""
+    """Geometry of (V, 4) int64 ``(batch, a, b, c)`` voxel coordinates over ``num_levels``,
+    with the compiled fast path where it is available (``backend: native``)."""
     return NativeGeometry(coords, num_levels)
+
+
+def build_reference_geometry(coords: torch.Tensor, num_levels: int) -> NativeGeometry:
+    """The same geometry on the pure-PyTorch reference path only (``backend: native-ref``)."""
+    return NativeGeometry(coords, num_levels, fast=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,22 +87,39 @@ class _DownMap:
 
 
 class NativeGeometry(SparseGeometry):
-    """Voxel pyramid and kernel maps of one coordinate set, built lazily and cached."""
+    """Voxel pyramid and kernel maps of one coordinate set, built lazily and cached.
 
-    def __init__(self, coords: torch.Tensor, num_levels: int) -> None:
+    ``fast``: use the compiled kernels (``native_fast``) for submanifold convolutions of
+    float32/float64 CPU features when they can be built; False runs the reference only.
+    """
+
+    def __init__(self, coords: torch.Tensor, num_levels: int, *, fast: bool = True) -> None:
         super().__init__(num_levels)
         check_coords(coords)
+        self.fast = fast and coords.device.type == "cpu"
         shifted, self._sizes = grid_layout(coords, num_levels)
         keys = pack_keys(shifted, self._sizes)
-        self._levels: list[_Level] = [_Level(shifted, keys, *sort_keys(keys))]
+        # Level 0 is sorted for the reference's binary search only when that search runs.
+        self._levels: list[_Level] = [_Level(shifted, keys, keys, None)]
+        self._level0_sorted = False
         self._down: dict[int, _DownMap] = {}
         self._subm: dict[tuple[int, int], KernelMap] = {}
+        self._tables: dict[tuple[int, int], torch.Tensor] = {}
 
     def num_voxels(self, level: int) -> int:
         return int(self._level(level).coords.shape[0])
 
     def subm_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         kernel_size = round(weight.shape[0] ** (1.0 / 3.0))
+        ops = self._fast_ops(features)
+        if ops is not None:
+            table = self.neighbor_table(level, kernel_size, ops)
+            if _needs_autograd(features, weight):
+                pairs_of = functools.partial(self._subm_map, level, kernel_size)
+                fast_out: torch.Tensor = _FastSubmConvFunction.apply(
+                    features, weight, table, pairs_of, ops)
+                return fast_out
+            return native_fast.subm_conv(ops, features, weight, table)
         pairs = self._subm_map(level, kernel_size)
         if _needs_autograd(features, weight):
             out: torch.Tensor = _SubmConvFunction.apply(features, weight, pairs)
@@ -135,11 +167,39 @@ class NativeGeometry(SparseGeometry):
         cached = self._subm.get((level, kernel_size))
         if cached is not None:
             return cached
-        data = self._level(level)
-        pairs = submanifold_pairs(data.keys, data.sorted_keys, data.sort_order, self._sizes,
-                                  kernel_size)
+        table = self._tables.get((level, kernel_size))
+        if table is not None:  # the fast path built the map already: read the pairs off it
+            pairs = pairs_from_table(table)
+        else:
+            data = self._level(level)
+            if level == 0 and not self._level0_sorted:
+                data = _Level(data.coords, data.keys, *sort_keys(data.keys))
+                self._levels[0] = data
+                self._level0_sorted = True
+            pairs = submanifold_pairs(data.keys, data.sorted_keys, data.sort_order,
+                                      self._sizes, kernel_size)
         self._subm[(level, kernel_size)] = pairs
         return pairs
+
+    # --- compiled fast path ---------------------------------------------------------------
+
+    def _fast_ops(self, features: torch.Tensor) -> Any | None:
+        if not self.fast or not native_fast.supports(features):
+            return None
+        ops = native_fast.fast_ops()
+        if ops is None:
+            self.fast = False
+        return ops
+
+    def neighbor_table(self, level: int, kernel_size: int, ops: Any) -> torch.Tensor:
+        """(V_level, K³) int32 neighbour table of the compiled path (cached)."""
+        cached = self._tables.get((level, kernel_size))
+        if cached is not None:
+            return cached
+        deltas = torch.tensor(kernel_deltas(self._sizes, kernel_size), dtype=torch.int64)
+        table = native_fast.neighbor_table(ops, self._level(level).keys, deltas)
+        self._tables[(level, kernel_size)] = table
+        return table
 
 
 # --- kernel maps ----------------------------------------------------------------------------
@@ -248,6 +308,32 @@ def submanifold_pairs(
     return pairs
 
 
+def kernel_deltas(sizes: list[int], kernel_size: int) -> list[int]:
+    """Packed-key difference of every offset of an odd kernel (x fastest, see ``base``)."""
+    radius = kernel_size // 2
+    deltas: list[int] = []
+    for k in range(kernel_size**3):
+        dx = k % kernel_size - radius
+        dy = (k // kernel_size) % kernel_size - radius
+        dz = k // (kernel_size * kernel_size) - radius
+        deltas.append((dx * sizes[1] + dy) * sizes[2] + dz)
+    return deltas
+
+
+def pairs_from_table(table: torch.Tensor) -> KernelMap:
+    """The kernel map (per offset: input rows, output rows) of a (V, K) neighbour table."""
+    volume = table.shape[1]
+    columns = table.T
+    offset, out_rows = torch.nonzero(columns >= 0, as_tuple=True)
+    in_rows = columns[offset, out_rows].long()
+    counts: list[int] = torch.bincount(offset, minlength=volume).tolist()
+    pairs: KernelMap = []
+    for k, (ins, outs) in enumerate(zip(torch.split(in_rows, counts),
+                                        torch.split(out_rows, counts), strict=True)):
+        pairs.append(None if k == volume // 2 else (ins, outs))
+    return pairs
+
+
 def _needs_autograd(features: torch.Tensor, weight: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad)
 
@@ -343,6 +429,57 @@ class _SubmConvFunction(torch.autograd.Function):
                 inputs = torch.index_select(features, 0, in_rows, out=buffer[:count])
                 grad_weight[k].addmm_(inputs.T, grad_k)
         return grad_features, grad_weight, None
+
+
+class _FastSubmConvFunction(torch.autograd.Function):
+    """The compiled submanifold convolution with its gradients.
+
+    The input gradient is the same fused kernel over the same table: for a centred kernel,
+    ``table[o, k] = i`` exactly when ``table[i, K-1-k] = o``, so it is a convolution of the
+    output gradient with the weights mirrored and transposed. The weight gradient runs over the
+    kernel map (pairs per offset) read off the table, as in the reference.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, features: torch.Tensor, weight: torch.Tensor, table: torch.Tensor,
+        pairs_of: Callable[[], KernelMap], ops: Any,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(features, weight)
+        ctx.table, ctx.pairs_of, ctx.ops = table, pairs_of, ops
+        return native_fast.subm_conv(ops, features, weight, table)
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+        features, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_features = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            mirrored = weight.flip(0).transpose(1, 2).contiguous()
+            grad_features = native_fast.subm_conv(ctx.ops, grad_out, mirrored, ctx.table)
+        if ctx.needs_input_grad[1]:
+            grad_weight = _subm_weight_grad(features, grad_out, ctx.pairs_of(), weight)
+        return grad_features, grad_weight, None, None, None
+
+
+def _subm_weight_grad(features: torch.Tensor, grad_out: torch.Tensor, pairs: KernelMap,
+                      weight: torch.Tensor) -> torch.Tensor:
+    """Sum over each offset's pairs of ``features[in]ᵀ grad_out[out]``, (K, C_in, C_out)."""
+    centre = len(pairs) // 2
+    grad_weight = torch.zeros_like(weight)
+    torch.mm(features.T, grad_out, out=grad_weight[centre])
+    step = _chunk_rows(features, weight)
+    grad_rows = grad_out.new_empty((step, grad_out.shape[1]))
+    inputs = features.new_empty((step, features.shape[1]))
+    for k, in_rows, out_rows in _chunks(pairs, step):
+        count = in_rows.shape[0]
+        grad_k = torch.index_select(grad_out, 0, out_rows, out=grad_rows[:count])
+        gathered = torch.index_select(features, 0, in_rows, out=inputs[:count])
+        grad_weight[k].addmm_(gathered.T, grad_k)
+    return grad_weight
 
 
 # --- strided convolution and its transpose ------------------------------------------------------

@@ -1,0 +1,314 @@
+// Compiled kernels of the `native` sparse backend (CPU): a hashed neighbour table and a fused
+// gather-GEMM-scatter submanifold convolution. Built on first use by native_fast.py with
+// torch.utils.cpp_extension; the pure-PyTorch functions in native.py are the reference they
+// are tested against, and run whenever this file cannot be built.
+//
+// Only light ATen headers are included (no torch/extension.h, no pybind11): the build then
+// takes seconds instead of a minute. The ops take their outputs as arguments, so nothing here
+// allocates tensors.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+// Open-addressing hash of non-negative int64 keys to rows (linear probing, load <= 1/2).
+class KeyTable {
+ public:
+  explicit KeyTable(const int64_t* keys, int64_t count) {
+    int bits = 4;
+    while ((int64_t{1} << bits) < 2 * count) ++bits;
+    shift_ = 64 - bits;
+    mask_ = (uint64_t{1} << bits) - 1;
+    slots_.assign(mask_ + 1, -1);
+    rows_.assign(mask_ + 1, -1);
+    for (int64_t row = 0; row < count; ++row) {
+      uint64_t slot = hash(keys[row]);
+      while (slots_[slot] != -1 && slots_[slot] != keys[row]) slot = (slot + 1) & mask_;
+      slots_[slot] = keys[row];
+      rows_[slot] = static_cast<int32_t>(row);
+    }
+  }
+
+  int32_t find(int64_t key) const {
+    if (key < 0) return -1;
+    uint64_t slot = hash(key);
+    while (true) {
+      const int64_t stored = slots_[slot];
+      if (stored == key) return rows_[slot];
+      if (stored == -1) return -1;
+      slot = (slot + 1) & mask_;
+    }
+  }
+
+ private:
+  uint64_t hash(int64_t key) const {
+    return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull) >> shift_;
+  }
+  int shift_;
+  uint64_t mask_;
+  std::vector<int64_t> slots_;
+  std::vector<int32_t> rows_;
+};
+
+// table[row, k] = the row whose key is keys[row] + deltas[k], or -1.
+void neighbor_table(const at::Tensor& keys, const at::Tensor& deltas, const at::Tensor& table) {
+  TORCH_CHECK(keys.device().is_cpu() && keys.scalar_type() == at::kLong && keys.is_contiguous(),
+              "keys must be contiguous int64 on CPU");
+  TORCH_CHECK(deltas.scalar_type() == at::kLong && deltas.is_contiguous(), "deltas: int64");
+  TORCH_CHECK(keys.numel() < (int64_t{1} << 31), "too many voxels for int32 rows");
+  const int64_t count = keys.numel();
+  const int64_t volume = deltas.numel();
+  TORCH_CHECK(table.scalar_type() == at::kInt && table.is_contiguous() &&
+                  table.dim() == 2 && table.size(0) == count && table.size(1) == volume,
+              "table must be contiguous int32 (V, K)");
+  const int64_t* key = keys.data_ptr<int64_t>();
+  const int64_t* delta = deltas.data_ptr<int64_t>();
+  int32_t* out = table.data_ptr<int32_t>();
+  const KeyTable lookup(key, count);
+  at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      for (int64_t k = 0; k < volume; ++k) {
+        out[row * volume + k] = lookup.find(key[row] + delta[k]);
+      }
+    }
+  });
+}
+
+// out[o, j0:j0+B] = sum over k with table[o, k] >= 0 of features[table[o, k]] @ weight[k][:, j0:j0+B]
+// Generic version (any T, B columns in a local array the compiler vectorises).
+template <typename T, int B>
+void conv_block(const T* features, const T* weight, const int32_t* table, T* out,
+                int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout,
+                int64_t j0) {
+  for (int64_t o = begin; o < end; ++o) {
+    T acc[B];
+    for (int j = 0; j < B; ++j) acc[j] = T(0);
+    const int32_t* neighbours = table + o * volume;
+    for (int64_t k = 0; k < volume; ++k) {
+      const int32_t i = neighbours[k];
+      if (i < 0) continue;
+      const T* x = features + static_cast<int64_t>(i) * cin;
+      const T* w = weight + k * cin * cout + j0;
+      for (int64_t c = 0; c < cin; ++c) {
+        const T xc = x[c];
+        const T* wc = w + c * cout;
+        for (int j = 0; j < B; ++j) acc[j] += xc * wc[j];
+      }
+    }
+    T* y = out + o * cout + j0;
+    for (int j = 0; j < B; ++j) y[j] = acc[j];
+  }
+}
+
+// float32: 8-wide vectors (GCC/Clang vector extension: AVX with -march=native, SSE pairs
+// otherwise), 8·NV output columns at a time. Rows are taken in tiles of kTile; for each
+// kernel offset the rows of the tile that have that neighbour are listed, and a micro-kernel
+// multiplies four of them at once by the offset's weight block (C_in x 8·NV, read once per
+// tile and kept in L1), so each weight vector loaded feeds four multiply-adds.
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+constexpr int64_t kTile = 64;
+
+inline v8 splat(float value) { return v8{value, value, value, value, value, value, value, value}; }
+
+template <int NV>
+inline void micro4(const float* const* xs, v8 (*const* acc)[NV], const float* w, int64_t cin,
+                   int64_t cout) {
+  v8 a0[NV], a1[NV], a2[NV], a3[NV];
+  for (int v = 0; v < NV; ++v) {
+    a0[v] = (*acc[0])[v];
+    a1[v] = (*acc[1])[v];
+    a2[v] = (*acc[2])[v];
+    a3[v] = (*acc[3])[v];
+  }
+  const float *x0 = xs[0], *x1 = xs[1], *x2 = xs[2], *x3 = xs[3];
+  for (int64_t c = 0; c < cin; ++c) {
+    const float* wc = w + c * cout;
+    v8 wv[NV];
+    for (int v = 0; v < NV; ++v) wv[v] = *reinterpret_cast<const v8u*>(wc + 8 * v);
+    const v8 b0 = splat(x0[c]), b1 = splat(x1[c]), b2 = splat(x2[c]), b3 = splat(x3[c]);
+    for (int v = 0; v < NV; ++v) {
+      a0[v] += b0 * wv[v];
+      a1[v] += b1 * wv[v];
+      a2[v] += b2 * wv[v];
+      a3[v] += b3 * wv[v];
+    }
+  }
+  for (int v = 0; v < NV; ++v) {
+    (*acc[0])[v] = a0[v];
+    (*acc[1])[v] = a1[v];
+    (*acc[2])[v] = a2[v];
+    (*acc[3])[v] = a3[v];
+  }
+}
+
+template <int NV>
+inline void micro1(const float* x, v8 (*acc)[NV], const float* w, int64_t cin, int64_t cout) {
+  v8 a[NV];
+  for (int v = 0; v < NV; ++v) a[v] = (*acc)[v];
+  for (int64_t c = 0; c < cin; ++c) {
+    const float* wc = w + c * cout;
+    const v8 b = splat(x[c]);
+    for (int v = 0; v < NV; ++v) a[v] += b * *reinterpret_cast<const v8u*>(wc + 8 * v);
+  }
+  for (int v = 0; v < NV; ++v) (*acc)[v] = a[v];
+}
+
+template <int NV>
+void conv_block_f32(const float* features, const float* weight, const int32_t* table,
+                    float* out, int64_t begin, int64_t end, int64_t volume, int64_t cin,
+                    int64_t cout, int64_t j0) {
+  v8 tile[kTile][NV];
+  const float* xs[kTile];
+  v8(*accs[kTile])[NV];
+  for (int64_t start = begin; start < end; start += kTile) {
+    const int64_t rows = std::min(kTile, end - start);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int v = 0; v < NV; ++v) tile[r][v] = v8{};
+    // Input channels in blocks whose weight slice (per offset) stays within ~16 KiB of L1.
+    const int64_t cblock = std::max<int64_t>(8, 512 / NV);
+    for (int64_t c0 = 0; c0 < cin; c0 += cblock) {
+      const int64_t clen = std::min(cblock, cin - c0);
+      for (int64_t k = 0; k < volume; ++k) {
+        int n = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int32_t i = table[(start + r) * volume + k];
+          if (i < 0) continue;
+          xs[n] = features + static_cast<int64_t>(i) * cin + c0;
+          accs[n] = &tile[r];
+          ++n;
+        }
+        const float* w = weight + (k * cin + c0) * cout + j0;
+        int g = 0;
+        if constexpr (NV <= 2) {
+          for (; g + 4 <= n; g += 4) micro4<NV>(xs + g, accs + g, w, clen, cout);
+        }
+        for (; g < n; ++g) micro1<NV>(xs[g], accs[g], w, clen, cout);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      float* y = out + (start + r) * cout + j0;
+      for (int v = 0; v < NV; ++v) *reinterpret_cast<v8u*>(y + 8 * v) = tile[r][v];
+    }
+  }
+}
+
+constexpr int64_t kMaxVectors = 12;
+
+void conv_block_dispatch(int64_t width, const float* f, const float* w, const int32_t* t,
+                         float* y, int64_t begin, int64_t end, int64_t volume, int64_t cin,
+                         int64_t cout, int64_t j) {
+  switch (width) {
+#define RELKD_CASE(NV) \
+  case NV:             \
+    return conv_block_f32<NV>(f, w, t, y, begin, end, volume, cin, cout, j);
+    RELKD_CASE(1) RELKD_CASE(2) RELKD_CASE(3) RELKD_CASE(4) RELKD_CASE(5) RELKD_CASE(6)
+    RELKD_CASE(7) RELKD_CASE(8) RELKD_CASE(9) RELKD_CASE(10) RELKD_CASE(11) RELKD_CASE(12)
+#undef RELKD_CASE
+    default:
+      TORCH_CHECK(false, "subm_conv: bad column block ", width);
+  }
+}
+
+template <typename T>
+void conv_tail(const T* features, const T* weight, const int32_t* table, T* out,
+               int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout,
+               int64_t j0) {
+  for (int64_t o = begin; o < end; ++o) {
+    for (int64_t j = j0; j < cout; ++j) {
+      T acc = T(0);
+      for (int64_t k = 0; k < volume; ++k) {
+        const int32_t i = table[o * volume + k];
+        if (i < 0) continue;
+        const T* x = features + static_cast<int64_t>(i) * cin;
+        const T* w = weight + k * cin * cout + j;
+        for (int64_t c = 0; c < cin; ++c) acc += x[c] * w[c * cout];
+      }
+      out[o * cout + j] = acc;
+    }
+  }
+}
+
+template <typename T>
+void conv_rows(const T* f, const T* w, const int32_t* t, T* y, int64_t begin, int64_t end,
+               int64_t volume, int64_t cin, int64_t cout) {
+  int64_t j = 0;
+  for (; j + 16 <= cout; j += 16) conv_block<T, 16>(f, w, t, y, begin, end, volume, cin, cout, j);
+  for (; j + 4 <= cout; j += 4) conv_block<T, 4>(f, w, t, y, begin, end, volume, cin, cout, j);
+  if (j < cout) conv_tail<T>(f, w, t, y, begin, end, volume, cin, cout, j);
+}
+
+template <>
+void conv_rows<float>(const float* f, const float* w, const int32_t* t, float* y,
+                      int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout) {
+  // Column blocks as wide as the registers allow (up to 96 columns = 12 vectors), so each
+  // gathered input row is read from memory as few times as possible.
+  int64_t j = 0;
+  const int64_t vectors = cout / 8;
+  const int64_t blocks = (vectors + kMaxVectors - 1) / kMaxVectors;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t width = vectors / blocks + (b < vectors % blocks ? 1 : 0);
+    conv_block_dispatch(width, f, w, t, y, begin, end, volume, cin, cout, j);
+    j += 8 * width;
+  }
+  if (j < cout) conv_tail<float>(f, w, t, y, begin, end, volume, cin, cout, j);
+}
+
+template <typename T>
+void subm_conv_typed(const at::Tensor& features, const at::Tensor& weight,
+                     const at::Tensor& table, const at::Tensor& out) {
+  const int64_t rows = table.size(0);
+  const int64_t volume = weight.size(0);
+  const int64_t cin = weight.size(1);
+  const int64_t cout = weight.size(2);
+  const T* f = features.data_ptr<T>();
+  const T* w = weight.data_ptr<T>();
+  const int32_t* t = table.data_ptr<int32_t>();
+  T* y = out.data_ptr<T>();
+  // About 64k multiply-adds per task, so small levels stay on one thread.
+  const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(1, 10 * cin * cout));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    conv_rows<T>(f, w, t, y, begin, end, volume, cin, cout);
+  });
+}
+
+// out (V, C_out) = submanifold convolution of features (V_in, C_in) with weight (K, C_in, C_out)
+// over a neighbour table (V, K) int32.
+void subm_conv(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& table,
+               const at::Tensor& out) {
+  TORCH_CHECK(features.device().is_cpu(), "subm_conv: CPU tensors only");
+  TORCH_CHECK(features.is_contiguous() && weight.is_contiguous() && table.is_contiguous() &&
+                  out.is_contiguous(),
+              "subm_conv: contiguous tensors only");
+  TORCH_CHECK(features.scalar_type() == weight.scalar_type() &&
+                  features.scalar_type() == out.scalar_type(),
+              "subm_conv: features, weight and out must share a dtype");
+  TORCH_CHECK(table.scalar_type() == at::kInt && table.dim() == 2 &&
+                  table.size(1) == weight.size(0),
+              "subm_conv: table must be int32 (V, K)");
+  TORCH_CHECK(features.dim() == 2 && features.size(1) == weight.size(1), "subm_conv: C_in");
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == table.size(0) && out.size(1) == weight.size(2),
+              "subm_conv: out must be (V, C_out)");
+  if (features.scalar_type() == at::kFloat) {
+    subm_conv_typed<float>(features, weight, table, out);
+  } else if (features.scalar_type() == at::kDouble) {
+    subm_conv_typed<double>(features, weight, table, out);
+  } else {
+    TORCH_CHECK(false, "subm_conv: float32 or float64 only, got ", features.scalar_type());
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY(relkd_native, m) {
+  m.def("neighbor_table(Tensor keys, Tensor deltas, Tensor(a!) table) -> ()", &neighbor_table);
+  m.def("subm_conv(Tensor features, Tensor weight, Tensor table, Tensor(a!) out) -> ()",
+        &subm_conv);
+}

@@ -1,0 +1,102 @@
+"""The compiled fast path of the ``native`` backend: built on first use, optional.
+
+``native_fast.cpp`` holds two CPU kernels: a hashed neighbour table (the kernel map of a
+submanifold convolution as a (V, K³) int32 table, -1 where a neighbour is absent) and a fused
+gather–GEMM–scatter submanifold convolution over that table (every output row accumulates its
+neighbours' products in registers: no gathered blocks, no scatter-add). It is compiled with
+``torch.utils.cpp_extension`` the first time a process needs it and cached on disk by torch
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load the
+cached library in well under a second.
+
+When it cannot be built or loaded (no C++ compiler or ninja, a failed build, a torch without
+headers) :func:`fast_ops` logs one line and returns None, and the backend runs the pure-PyTorch
+reference (``native.py``), which is also what ``backend: native-ref`` always runs. The kernels
+handle float32 and float64 on CPU; other dtypes and devices take the reference path.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["SOURCE", "disabled", "fast_ops", "neighbor_table", "subm_conv"]
+
+_LOG = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_suffix(".cpp")
+#: Dtypes the compiled convolution handles.
+_DTYPES = (torch.float32, torch.float64)
+
+
+def disabled() -> bool:
+    """Whether ``RELKD_NATIVE_FAST=0`` turns the compiled path off for this process."""
+    return os.environ.get("RELKD_NATIVE_FAST", "1") == "0"
+
+
+@functools.cache
+def fast_ops() -> Any | None:
+    """The compiled ops (``torch.ops.relkd_native``), building them on first call; None when
+    they cannot be had here (logged once)."""
+    if disabled():
+        return None
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        from torch.utils import cpp_extension
+
+        if shutil.which(compiler) is None:
+            raise RuntimeError(f"no C++ compiler ({compiler}) on PATH")
+        if not cpp_extension.is_ninja_available():
+            raise RuntimeError("ninja is not installed")
+        # torch logs and warns about compilers at length; the one line below says it all.
+        torch_log = logging.getLogger("torch.utils.cpp_extension")
+        level = torch_log.level
+        torch_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cpp_extension.load(
+                    name="relkd_native_fast",
+                    sources=[str(SOURCE)],
+                    extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"],
+                    is_python_module=False,
+                    verbose=False,
+                )
+        finally:
+            torch_log.setLevel(level)
+        ops = torch.ops.relkd_native
+        ops.subm_conv  # noqa: B018 - raises here, not at the first convolution, when missing
+    except Exception as err:  # no compiler or ninja, a failed build, a missing header: anything
+        text = str(err).strip()
+        reason = text.splitlines()[0][:160] if text else type(err).__name__
+        _LOG.warning("native sparse backend: compiled fast path unavailable (%s); running the "
+                     "PyTorch reference", reason)
+        return None
+    return ops
+
+
+def supports(features: torch.Tensor) -> bool:
+    """Whether the compiled convolution can take ``features`` (CPU, float32/float64)."""
+    return features.device.type == "cpu" and features.dtype in _DTYPES
+
+
+def neighbor_table(ops: Any, keys: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """(V, K) int32: row of ``keys[v] + deltas[k]`` among ``keys``, -1 when absent."""
+    table = torch.empty((keys.shape[0], deltas.shape[0]), dtype=torch.int32)
+    ops.neighbor_table(keys.contiguous(), deltas.contiguous(), table)
+    return table
+
+
+def subm_conv(ops: Any, features: torch.Tensor, weight: torch.Tensor,
+              table: torch.Tensor) -> torch.Tensor:
+    """(V, C_out) submanifold convolution of (V, C_in) ``features`` over a neighbour table."""
+    out = features.new_empty((table.shape[0], weight.shape[2]))
+    ops.subm_conv(features.contiguous(), weight.contiguous(), table, out)
+    return out

@@ -1,0 +1,197 @@
+"""The compiled fast path of the native backend against its PyTorch reference, and its fallback.
+
+The parity tests need the extension (built on first use, cached by torch); they are skipped,
+with the reason, where it cannot be built. The fallback test hides the C++ compiler and runs
+in a fresh process with an empty extension cache, so it checks what a machine without a
+compiler gets: one log line, then the reference's results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from relkd_core.models import StudentConfig, build_student, voxelize_batch
+from relkd_core.models.sparse import build_geometry, native_fast
+from relkd_core.models.sparse.native import (
+    NativeGeometry,
+    pairs_from_table,
+    subm_forward,
+    submanifold_pairs,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+ConfigFactory = Callable[..., StudentConfig]
+ScanFactory = Callable[..., torch.Tensor]
+
+
+@pytest.fixture(scope="module")
+def ops() -> object:
+    built = native_fast.fast_ops()
+    if built is None:
+        pytest.skip("the compiled fast path cannot be built here (see the log)")
+    return built
+
+
+def cloud_coords(num: int = 600, seed: int = 0) -> torch.Tensor:
+    """(V, 4) int64 unique cells of two clustered scans: sparse, with some dense blobs."""
+    generator = torch.Generator().manual_seed(seed)
+    cells = torch.randint(-6, 6, (num, 3), generator=generator)
+    cells[: num // 2] //= 2  # a denser half, so voxels have up to 27 neighbours
+    batch = torch.randint(0, 2, (num, 1), generator=generator)
+    return torch.unique(torch.cat([batch, cells], dim=1), dim=0)
+
+
+def test_neighbor_table_gives_the_reference_kernel_map(ops: object) -> None:
+    geometry = NativeGeometry(cloud_coords(), 3)
+    for level in range(3):
+        for kernel_size in (3, 5):
+            table = geometry.neighbor_table(level, kernel_size, ops)
+            data = geometry._level(level)
+            reference = submanifold_pairs(data.keys, *native_sort(data.keys), geometry._sizes,
+                                          kernel_size)
+            for k, (fast, ref) in enumerate(zip(pairs_from_table(table), reference,
+                                                strict=True)):
+                if ref is None:
+                    assert fast is None and k == kernel_size**3 // 2
+                    continue
+                assert fast is not None
+                assert pair_set(fast) == pair_set(ref)
+
+
+def pair_set(pairs: tuple[torch.Tensor, torch.Tensor]) -> set[tuple[int, int]]:
+    return set(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True))
+
+
+def native_sort(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ordered, order = torch.sort(keys)
+    return ordered, order
+
+
+@pytest.mark.parametrize(("c_in", "c_out"), [(1, 8), (3, 5), (16, 16), (70, 40), (24, 104)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_subm_conv_matches_the_reference(ops: object, c_in: int, c_out: int,
+                                              threads: int) -> None:
+    # Widths cover every column block (1-12 vectors, several blocks, a scalar tail) and an
+    # input-channel split; two threads split the rows.
+    geometry = NativeGeometry(cloud_coords(), 2)
+    features = torch.randn(geometry.num_voxels(0), c_in)
+    weight = torch.randn(27, c_in, c_out)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast = native_fast.subm_conv(ops, features, weight, geometry.neighbor_table(0, 3, ops))
+    finally:
+        torch.set_num_threads(before)
+    reference = subm_forward(features, weight, geometry._subm_map(0, 3))
+    torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_fast_subm_conv_gradients_match_the_reference(ops: object, kernel_size: int) -> None:
+    coords = cloud_coords(300)
+    fast_geometry = build_geometry("native", coords, 2)
+    reference_geometry = build_geometry("native-ref", coords, 2)
+    results = []
+    for geometry in (fast_geometry, reference_geometry):
+        torch.manual_seed(1)
+        features = torch.randn(geometry.num_voxels(1), 6, dtype=torch.float64,
+                               requires_grad=True)
+        weight = torch.randn(kernel_size**3, 6, 10, dtype=torch.float64, requires_grad=True)
+        out = geometry.subm_conv(1, features, weight)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum(
+            ).backward()
+        assert features.grad is not None and weight.grad is not None
+        results.append((out, features.grad, weight.grad))
+    assert fast_geometry._tables and not reference_geometry._tables
+    for fast, reference in zip(*results, strict=True):
+        torch.testing.assert_close(fast, reference, atol=1e-10, rtol=1e-10)
+
+
+def test_minkunet_native_matches_native_ref_forward_and_gradients(
+        ops: object, make_config: ConfigFactory, make_scan: ScanFactory) -> None:
+    config = make_config(width_multiplier=0.25, stem_kernel_size=5)
+    scan = make_scan(1500)
+    outputs = []
+    reference_state = None
+    for backend in ("native", "native-ref"):
+        backend_config = dataclasses.replace(config, backend=backend)
+        model = build_student(backend_config).double().train()
+        if reference_state is None:
+            reference_state = model.state_dict()
+        model.load_state_dict(reference_state)
+        batch = voxelize_batch([scan], backend_config)
+        batch = dataclasses.replace(batch, features=batch.features.double())
+        out = model(batch)
+        out.pow(3).sum().backward()
+        grads = {name: p.grad for name, p in model.named_parameters()}
+        outputs.append((out.detach(), grads))
+    (fast_out, fast_grads), (ref_out, ref_grads) = outputs
+    torch.testing.assert_close(fast_out, ref_out, atol=1e-10, rtol=1e-10)
+    assert fast_grads.keys() == ref_grads.keys()
+    for name, grad in fast_grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], atol=1e-9, rtol=1e-9, msg=name)
+
+
+def test_other_dtypes_take_the_reference_path(ops: object) -> None:
+    geometry = NativeGeometry(cloud_coords(), 2)
+    features = torch.randn(geometry.num_voxels(0), 4).bfloat16()
+    weight = torch.randn(27, 4, 4).bfloat16()
+    out = geometry.subm_conv(0, features, weight)
+    assert out.dtype == torch.bfloat16 and not geometry._tables
+    reference = subm_forward(features.float(), weight.float(), geometry._subm_map(0, 3))
+    torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.05)
+
+
+FALLBACK_SCRIPT = textwrap.dedent("""
+    import logging, torch
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    from relkd_core.models.sparse import build_geometry, native_fast
+    coords = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 1], [0, 1, 0, 0], [0, 5, 5, 5]])
+    features = torch.randn(4, 3, dtype=torch.float64)
+    weight = torch.randn(27, 3, 2, dtype=torch.float64)
+    out = build_geometry("native", coords, 2).subm_conv(0, features, weight)
+    again = build_geometry("native", coords, 2).subm_conv(0, features, weight)
+    ref = build_geometry("native-ref", coords, 2).subm_conv(0, features, weight)
+    assert native_fast.fast_ops() is None
+    assert torch.equal(out, ref) and torch.equal(again, ref)
+    print("fallback-ok")
+""")
+
+
+@pytest.mark.parametrize("compiler", ["absent", "failing"])
+def test_without_a_working_compiler_native_logs_one_line_and_runs_the_reference(
+        tmp_path: Path, compiler: str) -> None:
+    # PATH keeps ninja (so the build is attempted) and either no C++ compiler or one that
+    # always fails; the extension cache is empty, so nothing built earlier can be loaded.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ninja = shutil.which("ninja") or str(Path(sys.executable).parent / "ninja")
+    if Path(ninja).exists():
+        (bin_dir / "ninja").symlink_to(ninja)
+    if compiler == "failing":
+        fake = bin_dir / "c++"
+        fake.write_text("#!/bin/sh\necho 'internal compiler error' >&2\nexit 1\n")
+        fake.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key not in ("CXX", "CC")}
+    env.update(PATH=str(bin_dir), TORCH_EXTENSIONS_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("fallback-ok")
+    warnings = [line for line in done.stderr.splitlines() if "compiled fast path" in line]
+    assert len(warnings) == 1, done.stderr[-2000:]
+    assert warnings[0].startswith("WARNING relkd_core.models.sparse.native_fast: native sparse "
+                                  "backend: compiled fast path unavailable")
+    assert "running the PyTorch reference" in warnings[0]
+    assert "!! WARNING" not in done.stderr  # torch's own compiler warning is held back
