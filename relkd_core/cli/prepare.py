@@ -30,7 +30,7 @@ from relkd_core.data.teacher_adapter import camera_teacher_spec
 from relkd_core.errors import ConfigError, DataError
 from relkd_core.outputs import claim_output
 
-TEACHERS = ('none', 'synthetic', 'openclip', 'precomputed')
+TEACHERS = ('none', 'synthetic', 'openclip', 'precomputed', 'learned')
 
 
 def _shard_group(text: str) -> tuple[int, int]:

@@ -3,6 +3,8 @@
 - ``synthetic``: the simulated VLM of the synthetic world (:mod:`.synthetic`).
 - ``openclip``: MaskCLIP dense features of an open_clip ViT (:mod:`.openclip`).
 - ``precomputed``: features another model wrote to disk (:mod:`.precomputed`).
+- ``learned``: a small network trained on synthetic drives to map RGB patches into the text
+  space (:mod:`.learned`); needs only RGB, like a real VLM.
 
 :func:`build_teacher` builds one by name from a YAML config (``config/teachers/*.yaml``).
 """
@@ -39,7 +41,7 @@ __all__ = [
     'upsample_grid',
 ]
 
-TeacherName = Literal['synthetic', 'openclip', 'precomputed']
+TeacherName = Literal['synthetic', 'openclip', 'precomputed', 'learned']
 
 #: name -> (module, config class, teacher class). Modules are imported on use: the openclip one
 #: pulls in torch, which a synthetic or precomputed teacher does not need.
@@ -48,6 +50,7 @@ TEACHERS: dict[str, tuple[str, str, str]] = {
     'openclip': ('relkd_core.teachers.openclip', 'OpenClipTeacherConfig', 'OpenClipTeacher'),
     'precomputed': ('relkd_core.teachers.precomputed', 'PrecomputedTeacherConfig',
                     'PrecomputedTeacher'),
+    'learned': ('relkd_core.teachers.learned', 'LearnedTeacherConfig', 'LearnedTeacher'),
 }
 
 

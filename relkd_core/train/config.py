@@ -41,7 +41,7 @@ class DataConfig:
     prepared: Path | None = None
     bags: tuple[Path, ...] = ()
     preset: str | None = None
-    teacher: Literal['synthetic', 'openclip', 'precomputed'] = 'synthetic'
+    teacher: Literal['synthetic', 'openclip', 'precomputed', 'learned'] = 'synthetic'
     teacher_config: Path | None = None
     cache_dir: Path | None = None
     frames_per_shard: int = bounded(32, min=1)
