@@ -83,7 +83,8 @@ def best_entries(model: DistilledStudent, points: torch.Tensor, embeddings: torc
                  precision: str = "float32", with_features: bool = False) -> BestEntries:
     """Best of the (C, D) unit ``embeddings`` for every point of one (N, 4) float32 scan.
 
-    ``model`` (MinkUNet backbone + linear head) should be in eval mode; the result is on ``embeddings``' device. See the module doc for ``precision``.
+    ``model`` (MinkUNet backbone + linear head) should be in eval mode; the result is on
+    ``embeddings``' device. See the module doc for ``precision``.
     """
     runner = model_for_precision(model, precision)
     backbone, head = runner.backbone, runner.head

@@ -9,12 +9,19 @@ names follow the SLidR checkpoints (``conv0p1s1``, ``block1.0.conv1``, ``convtr4
 and reshaping, not a guess.
 
 Per-point output: the voxels are convolved, then every point takes the features of its voxel.
+
+Inference (eval mode, no gradients) on the ``native`` backend folds every batch norm into the
+convolution before it (running statistics: ``W·s``, ``β - μ·s`` with ``s = γ/√(σ²+ε)``), and
+the bias, the residual of a block and the ReLU are added in the pass that writes the
+convolution's output (``NativeGeometry.subm_conv_epilogue``); the folded weights are cached
+until a parameter or statistic changes. Training and other backends run the modules as they
+are.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,6 +33,7 @@ from relkd_core.models.batch import VoxelBatch
 from relkd_core.models.config import StudentConfig
 from relkd_core.models.sparse import build_geometry
 from relkd_core.models.sparse.base import SparseGeometry
+from relkd_core.models.sparse.native import NativeGeometry
 
 __all__ = [
     "MinkUNet",
@@ -209,7 +217,11 @@ class MinkUNet(nn.Module):
         if geometry is None:
             geometry = build_geometry(self.config.backend, batch.coords, NUM_LEVELS)
             batch.cache[key] = geometry
-        out = self.run(batch.features, geometry)
+        if isinstance(geometry, NativeGeometry) and not self.training and (
+                not torch.is_grad_enabled()):
+            out = self.run_folded(batch.features, geometry)
+        else:
+            out = self.run(batch.features, geometry)
         if self.config.normalize_output:
             out = functional.normalize(out, p=2.0, dim=1)
         return out
@@ -231,6 +243,78 @@ class MinkUNet(nn.Module):
             out = getattr(self, f"block{stage + 1}")(out, geometry, level)
         result: torch.Tensor = self.final(out)
         return result
+
+    def run_folded(self, features: torch.Tensor, geometry: NativeGeometry) -> torch.Tensor:
+        """``run`` in eval mode with the batch norms folded (see the module doc); no autograd."""
+        folded = self._folded_weights()
+
+        def subm(name: str, level: int, x: torch.Tensor, residual: torch.Tensor | None = None,
+                 relu: bool = True) -> torch.Tensor:
+            weight, bias = folded[name]
+            if weight.shape[0] == 1:
+                out = torch.addmm(bias, x, weight[0])
+                if residual is not None:
+                    out.add_(residual)
+                return out.relu_() if relu else out
+            return geometry.subm_conv_epilogue(level, x, weight, bias, residual, relu)
+
+        def stage(prefix: str, x: torch.Tensor, level: int) -> torch.Tensor:
+            for index, block in enumerate(getattr(self, prefix)):
+                name = f"{prefix}.{index}"
+                out = subm(f"{name}.conv1", level, x)
+                residual = x if block.downsample is None else subm(
+                    f"{name}.downsample", level, x, relu=False)
+                x = subm(f"{name}.conv2", level, out, residual)
+            return x
+
+        out = subm("conv0p1s1", 0, features)
+        skips = [out]
+        for index in range(4):
+            name = f"conv{index + 1}p{2**index}s2"
+            weight, bias = folded[name]
+            out = geometry.down_conv(index, out, weight).add_(bias).relu_()
+            out = stage(f"block{index + 1}", out, index + 1)
+            skips.append(out)
+        for index in range(4, 8):
+            level = 7 - index
+            name = f"convtr{index}p{2 ** (8 - index)}s2"
+            weight, bias = folded[name]
+            out = geometry.up_conv(level, out, weight).add_(bias).relu_()
+            out = stage(f"block{index + 1}", torch.cat([out, skips[level]], dim=1), level)
+        weight, bias = folded["final"]
+        return torch.addmm(bias, out, weight[0])
+
+    def _folded_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) of every convolution with its batch norm folded in, cached until a
+        parameter or running statistic changes (their version counters say when)."""
+        tensors = [*self.parameters(), *self.buffers()]
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        cached: tuple[Any, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = getattr(
+            self, "_folded_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        pairs: list[tuple[str, nn.Module, nn.Module | None]] = [
+            ("conv0p1s1", self.conv0p1s1, self.bn0), ("final", self.final, None)]
+        for index in range(4):
+            pairs.append((f"conv{index + 1}p{2**index}s2",
+                          getattr(self, f"conv{index + 1}p{2**index}s2"),
+                          getattr(self, f"bn{index + 1}")))
+        for index in range(4, 8):
+            pairs.append((f"convtr{index}p{2 ** (8 - index)}s2",
+                          getattr(self, f"convtr{index}p{2 ** (8 - index)}s2"),
+                          getattr(self, f"bntr{index}")))
+        for stage in range(1, 9):
+            for index, block in enumerate(getattr(self, f"block{stage}")):
+                name = f"block{stage}.{index}"
+                pairs += [(f"{name}.conv1", block.conv1, block.norm1),
+                          (f"{name}.conv2", block.conv2, block.norm2)]
+                if block.downsample is not None:
+                    pairs.append((f"{name}.downsample", block.downsample[0],
+                                  block.downsample[1]))
+        with torch.no_grad():
+            folded = {name: _fold(conv, norm) for name, conv, norm in pairs}
+        self._folded_cache = (key, folded)
+        return folded
 
     def _check_batch(self, batch: VoxelBatch) -> None:
         if not isinstance(batch, VoxelBatch):
@@ -279,6 +363,23 @@ def build_student(config: StudentConfig) -> MinkUNet:
 
     check_backend(config.backend)
     return VARIANTS[config.variant](config)
+
+
+def _fold(conv: nn.Module, norm: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of ``conv`` followed by the eval-mode batch norm ``norm`` (if any)."""
+    weight: torch.Tensor = conv.weight
+    conv_bias = getattr(conv, "bias", None)
+    bias = conv_bias if conv_bias is not None else weight.new_zeros(weight.shape[2])
+    if norm is None:
+        return weight.contiguous(), bias.contiguous()
+    assert isinstance(norm, nn.BatchNorm1d) and norm.running_var is not None
+    assert norm.running_mean is not None
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    shift = -norm.running_mean * scale
+    if norm.affine:
+        scale = scale * norm.weight
+        shift = shift * norm.weight + norm.bias
+    return (weight * scale).contiguous(), (bias * scale + shift).contiguous()
 
 
 def _scaled(channels: int, multiplier: float) -> int:

@@ -195,3 +195,34 @@ def test_without_a_working_compiler_native_logs_one_line_and_runs_the_reference(
                                   "backend: compiled fast path unavailable")
     assert "running the PyTorch reference" in warnings[0]
     assert "!! WARNING" not in done.stderr  # torch's own compiler warning is held back
+
+
+@pytest.mark.parametrize("backend", ["native", "native-ref"])
+def test_eval_forward_with_folded_batch_norms_matches_the_modules(
+        backend: str, make_config: ConfigFactory, make_scan: ScanFactory) -> None:
+    config = make_config(backend=backend, width_multiplier=0.25)
+    model = build_student(config).eval()
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                assert module.running_mean is not None and module.running_var is not None
+                count = module.num_features
+                module.running_mean.copy_(torch.randn(count, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(count, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(count, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(count, generator=generator) * 0.2)
+    batch = voxelize_batch([make_scan(1500)], config)
+    with torch.no_grad():
+        folded = model.forward_voxels(batch)
+        geometry = batch.cache[f"{backend}:5"]
+        modules = torch.nn.functional.normalize(model.run(batch.features, geometry), dim=1)
+        assert model._folded_cache is not None
+        # A changed statistic is seen at the next call (the cache follows the versions).
+        model.bn0.running_mean.add_(1.0)
+        changed = model.forward_voxels(batch)
+        modules_changed = torch.nn.functional.normalize(model.run(batch.features, geometry),
+                                                        dim=1)
+    torch.testing.assert_close(folded, modules, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(changed, modules_changed, atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(changed, folded)

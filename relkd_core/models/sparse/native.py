@@ -126,6 +126,21 @@ class NativeGeometry(SparseGeometry):
             return out
         return subm_forward(features, weight, pairs)
 
+    def subm_conv_epilogue(self, level: int, features: torch.Tensor, weight: torch.Tensor,
+                           bias: torch.Tensor, residual: torch.Tensor | None = None,
+                           relu: bool = False) -> torch.Tensor:
+        """Inference only (no autograd): ``subm_conv`` + ``bias`` (+ ``residual``), then a
+        ReLU if ``relu``; one pass over the output on the compiled path."""
+        kernel_size = round(weight.shape[0] ** (1.0 / 3.0))
+        ops = self._fast_ops(features)
+        if ops is not None:
+            table = self.neighbor_table(level, kernel_size, ops)
+            return native_fast.subm_conv(ops, features, weight, table, bias, residual, relu)
+        out = subm_forward(features, weight, self._subm_map(level, kernel_size)).add_(bias)
+        if residual is not None:
+            out.add_(residual)
+        return out.relu_() if relu else out
+
     def down_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         down = self._down_map(level)
         num_out = self.num_voxels(level + 1)

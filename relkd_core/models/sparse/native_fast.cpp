@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -81,12 +82,29 @@ void neighbor_table(const at::Tensor& keys, const at::Tensor& deltas, const at::
   });
 }
 
+// What is added to a convolution's output before it is stored: a per-column bias, a
+// residual of the output's shape, then a ReLU (each optional). In eval mode a batch norm folds
+// into the weight and the bias, so a whole conv + batch norm (+ skip) + ReLU is one pass.
+template <typename T>
+struct Epilogue {
+  const T* bias = nullptr;      // (C_out,)
+  const T* residual = nullptr;  // (V, C_out)
+  bool relu = false;
+
+  inline T apply(T value, int64_t row, int64_t col, int64_t cout) const {
+    if (bias) value += bias[col];
+    if (residual) value += residual[row * cout + col];
+    if (relu && !(value > T(0))) value = T(0);
+    return value;
+  }
+};
+
 // out[o, j0:j0+B] = sum over k with table[o, k] >= 0 of features[table[o, k]] @ weight[k][:, j0:j0+B]
 // Generic version (any T, B columns in a local array the compiler vectorises).
 template <typename T, int B>
 void conv_block(const T* features, const T* weight, const int32_t* table, T* out,
                 int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout,
-                int64_t j0) {
+                int64_t j0, const Epilogue<T>& epilogue) {
   for (int64_t o = begin; o < end; ++o) {
     T acc[B];
     for (int j = 0; j < B; ++j) acc[j] = T(0);
@@ -103,7 +121,7 @@ void conv_block(const T* features, const T* weight, const int32_t* table, T* out
       }
     }
     T* y = out + o * cout + j0;
-    for (int j = 0; j < B; ++j) y[j] = acc[j];
+    for (int j = 0; j < B; ++j) y[j] = epilogue.apply(acc[j], o, j0 + j, cout);
   }
 }
 
@@ -164,7 +182,7 @@ inline void micro1(const float* x, v8 (*acc)[NV], const float* w, int64_t cin, i
 template <int NV>
 void conv_block_f32(const float* features, const float* weight, const int32_t* table,
                     float* out, int64_t begin, int64_t end, int64_t volume, int64_t cin,
-                    int64_t cout, int64_t j0) {
+                    int64_t cout, int64_t j0, const Epilogue<float>& epilogue) {
   v8 tile[kTile][NV];
   const float* xs[kTile];
   v8(*accs[kTile])[NV];
@@ -194,7 +212,18 @@ void conv_block_f32(const float* features, const float* weight, const int32_t* t
       }
     }
     for (int64_t r = 0; r < rows; ++r) {
-      float* y = out + (start + r) * cout + j0;
+      const int64_t row = start + r;
+      float* y = out + row * cout + j0;
+      if (epilogue.bias || epilogue.residual || epilogue.relu) {
+        for (int v = 0; v < NV; ++v) {
+          v8 value = tile[r][v];
+          if (epilogue.bias) value += *reinterpret_cast<const v8u*>(epilogue.bias + j0 + 8 * v);
+          if (epilogue.residual)
+            value += *reinterpret_cast<const v8u*>(epilogue.residual + row * cout + j0 + 8 * v);
+          if (epilogue.relu) value = value > 0 ? value : v8{};
+          tile[r][v] = value;
+        }
+      }
       for (int v = 0; v < NV; ++v) *reinterpret_cast<v8u*>(y + 8 * v) = tile[r][v];
     }
   }
@@ -204,11 +233,11 @@ constexpr int64_t kMaxVectors = 12;
 
 void conv_block_dispatch(int64_t width, const float* f, const float* w, const int32_t* t,
                          float* y, int64_t begin, int64_t end, int64_t volume, int64_t cin,
-                         int64_t cout, int64_t j) {
+                         int64_t cout, int64_t j, const Epilogue<float>& e) {
   switch (width) {
 #define RELKD_CASE(NV) \
   case NV:             \
-    return conv_block_f32<NV>(f, w, t, y, begin, end, volume, cin, cout, j);
+    return conv_block_f32<NV>(f, w, t, y, begin, end, volume, cin, cout, j, e);
     RELKD_CASE(1) RELKD_CASE(2) RELKD_CASE(3) RELKD_CASE(4) RELKD_CASE(5) RELKD_CASE(6)
     RELKD_CASE(7) RELKD_CASE(8) RELKD_CASE(9) RELKD_CASE(10) RELKD_CASE(11) RELKD_CASE(12)
 #undef RELKD_CASE
@@ -220,7 +249,7 @@ void conv_block_dispatch(int64_t width, const float* f, const float* w, const in
 template <typename T>
 void conv_tail(const T* features, const T* weight, const int32_t* table, T* out,
                int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout,
-               int64_t j0) {
+               int64_t j0, const Epilogue<T>& epilogue) {
   for (int64_t o = begin; o < end; ++o) {
     for (int64_t j = j0; j < cout; ++j) {
       T acc = T(0);
@@ -231,23 +260,25 @@ void conv_tail(const T* features, const T* weight, const int32_t* table, T* out,
         const T* w = weight + k * cin * cout + j;
         for (int64_t c = 0; c < cin; ++c) acc += x[c] * w[c * cout];
       }
-      out[o * cout + j] = acc;
+      out[o * cout + j] = epilogue.apply(acc, o, j, cout);
     }
   }
 }
 
 template <typename T>
 void conv_rows(const T* f, const T* w, const int32_t* t, T* y, int64_t begin, int64_t end,
-               int64_t volume, int64_t cin, int64_t cout) {
+               int64_t volume, int64_t cin, int64_t cout, const Epilogue<T>& e) {
   int64_t j = 0;
-  for (; j + 16 <= cout; j += 16) conv_block<T, 16>(f, w, t, y, begin, end, volume, cin, cout, j);
-  for (; j + 4 <= cout; j += 4) conv_block<T, 4>(f, w, t, y, begin, end, volume, cin, cout, j);
-  if (j < cout) conv_tail<T>(f, w, t, y, begin, end, volume, cin, cout, j);
+  for (; j + 16 <= cout; j += 16)
+    conv_block<T, 16>(f, w, t, y, begin, end, volume, cin, cout, j, e);
+  for (; j + 4 <= cout; j += 4) conv_block<T, 4>(f, w, t, y, begin, end, volume, cin, cout, j, e);
+  if (j < cout) conv_tail<T>(f, w, t, y, begin, end, volume, cin, cout, j, e);
 }
 
 template <>
 void conv_rows<float>(const float* f, const float* w, const int32_t* t, float* y,
-                      int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout) {
+                      int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout,
+                      const Epilogue<float>& e) {
   // Column blocks as wide as the registers allow (up to 96 columns = 12 vectors), so each
   // gathered input row is read from memory as few times as possible.
   int64_t j = 0;
@@ -255,15 +286,21 @@ void conv_rows<float>(const float* f, const float* w, const int32_t* t, float* y
   const int64_t blocks = (vectors + kMaxVectors - 1) / kMaxVectors;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t width = vectors / blocks + (b < vectors % blocks ? 1 : 0);
-    conv_block_dispatch(width, f, w, t, y, begin, end, volume, cin, cout, j);
+    conv_block_dispatch(width, f, w, t, y, begin, end, volume, cin, cout, j, e);
     j += 8 * width;
   }
-  if (j < cout) conv_tail<float>(f, w, t, y, begin, end, volume, cin, cout, j);
+  if (j < cout) conv_tail<float>(f, w, t, y, begin, end, volume, cin, cout, j, e);
 }
 
 template <typename T>
 void subm_conv_typed(const at::Tensor& features, const at::Tensor& weight,
-                     const at::Tensor& table, const at::Tensor& out) {
+                     const at::Tensor& table, const at::Tensor& out,
+                     const std::optional<at::Tensor>& bias,
+                     const std::optional<at::Tensor>& residual, bool relu) {
+  Epilogue<T> e;
+  e.bias = bias ? bias->data_ptr<T>() : nullptr;
+  e.residual = residual ? residual->data_ptr<T>() : nullptr;
+  e.relu = relu;
   const int64_t rows = table.size(0);
   const int64_t volume = weight.size(0);
   const int64_t cin = weight.size(1);
@@ -275,14 +312,16 @@ void subm_conv_typed(const at::Tensor& features, const at::Tensor& weight,
   // About 64k multiply-adds per task, so small levels stay on one thread.
   const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(1, 10 * cin * cout));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    conv_rows<T>(f, w, t, y, begin, end, volume, cin, cout);
+    conv_rows<T>(f, w, t, y, begin, end, volume, cin, cout, e);
   });
 }
 
 // out (V, C_out) = submanifold convolution of features (V_in, C_in) with weight (K, C_in, C_out)
-// over a neighbour table (V, K) int32.
+// over a neighbour table (V, K) int32, then the epilogue (optional bias (C_out,), residual
+// (V, C_out), ReLU).
 void subm_conv(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& table,
-               const at::Tensor& out) {
+               const at::Tensor& out, const std::optional<at::Tensor>& bias,
+               const std::optional<at::Tensor>& residual, bool relu) {
   TORCH_CHECK(features.device().is_cpu(), "subm_conv: CPU tensors only");
   TORCH_CHECK(features.is_contiguous() && weight.is_contiguous() && table.is_contiguous() &&
                   out.is_contiguous(),
@@ -296,10 +335,20 @@ void subm_conv(const at::Tensor& features, const at::Tensor& weight, const at::T
   TORCH_CHECK(features.dim() == 2 && features.size(1) == weight.size(1), "subm_conv: C_in");
   TORCH_CHECK(out.dim() == 2 && out.size(0) == table.size(0) && out.size(1) == weight.size(2),
               "subm_conv: out must be (V, C_out)");
+  if (bias) {
+    TORCH_CHECK(bias->scalar_type() == out.scalar_type() && bias->is_contiguous() &&
+                    bias->numel() == out.size(1),
+                "subm_conv: bias must be contiguous (C_out,) of the output's dtype");
+  }
+  if (residual) {
+    TORCH_CHECK(residual->scalar_type() == out.scalar_type() && residual->is_contiguous() &&
+                    residual->sizes() == out.sizes(),
+                "subm_conv: residual must be contiguous, of the output's shape and dtype");
+  }
   if (features.scalar_type() == at::kFloat) {
-    subm_conv_typed<float>(features, weight, table, out);
+    subm_conv_typed<float>(features, weight, table, out, bias, residual, relu);
   } else if (features.scalar_type() == at::kDouble) {
-    subm_conv_typed<double>(features, weight, table, out);
+    subm_conv_typed<double>(features, weight, table, out, bias, residual, relu);
   } else {
     TORCH_CHECK(false, "subm_conv: float32 or float64 only, got ", features.scalar_type());
   }
@@ -309,6 +358,7 @@ void subm_conv(const at::Tensor& features, const at::Tensor& weight, const at::T
 
 TORCH_LIBRARY(relkd_native, m) {
   m.def("neighbor_table(Tensor keys, Tensor deltas, Tensor(a!) table) -> ()", &neighbor_table);
-  m.def("subm_conv(Tensor features, Tensor weight, Tensor table, Tensor(a!) out) -> ()",
+  m.def("subm_conv(Tensor features, Tensor weight, Tensor table, Tensor(a!) out, "
+        "Tensor? bias=None, Tensor? residual=None, bool relu=False) -> ()",
         &subm_conv);
 }

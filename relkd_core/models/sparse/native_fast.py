@@ -94,9 +94,14 @@ def neighbor_table(ops: Any, keys: torch.Tensor, deltas: torch.Tensor) -> torch.
     return table
 
 
-def subm_conv(ops: Any, features: torch.Tensor, weight: torch.Tensor,
-              table: torch.Tensor) -> torch.Tensor:
-    """(V, C_out) submanifold convolution of (V, C_in) ``features`` over a neighbour table."""
+def subm_conv(ops: Any, features: torch.Tensor, weight: torch.Tensor, table: torch.Tensor,
+              bias: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+              relu: bool = False) -> torch.Tensor:
+    """(V, C_out) submanifold convolution of (V, C_in) ``features`` over a neighbour table,
+    plus ``bias`` (C_out,) and ``residual`` (V, C_out) when given, then a ReLU if ``relu``
+    (all in the one pass that writes the output)."""
     out = features.new_empty((table.shape[0], weight.shape[2]))
-    ops.subm_conv(features.contiguous(), weight.contiguous(), table, out)
+    ops.subm_conv(features.contiguous(), weight.contiguous(), table, out,
+                  None if bias is None else bias.contiguous(),
+                  None if residual is None else residual.contiguous(), relu)
     return out
