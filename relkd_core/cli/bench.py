@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     learned.add_argument('--input-downsample', type=positive_int, default=None)
     learned.add_argument('--sweep-every', type=positive_int, default=None,
                          help='also score the weights every N steps on the held-out drive '
-                              '(the record of how training length sets the quality)')
+                              '(the record of how training length sets the quality) and write '
+                              'them beside --out as <name>.step<N>.pt, the same bytes as a run '
+                              'of --steps N')
     learned.add_argument('--verbose', action='store_true')
     return parser
 
@@ -156,6 +158,7 @@ def _learned_teacher(args: argparse.Namespace) -> int:
         concept_embeddings,
         render_images,
         train_learned_teacher,
+        training_record,
     )
     from relkd_core.teachers.minilm import SentenceEncoder
     from relkd_core.teachers.vocabulary import Vocabulary
@@ -175,6 +178,10 @@ def _learned_teacher(args: argparse.Namespace) -> int:
     vocabulary = Vocabulary.default()
     text = np.stack([teacher_row for teacher_row in concept_embeddings(encoder)[1:]])
     sweep: list[dict[str, Any]] = []
+    from relkd_core.sim.rig import RIGS
+
+    num_images = len(config.drive_seeds) * config.frames_per_drive * len(
+        RIGS[config.rig].cameras)
 
     def held_out_miou(model: Any) -> float | None:
         # The teacher's zero-shot on the held-out pixels with the weights as they are now.
@@ -204,7 +211,10 @@ def _learned_teacher(args: argparse.Namespace) -> int:
             bar.update()
             bar.set_postfix(loss=f'{loss:.3f}')
             if args.sweep_every and step % args.sweep_every == 0:
-                sweep.append({'steps': step, 'loss': round(loss, 4),
+                snapshot = args.out.with_name(f'{args.out.stem}.step{step}{args.out.suffix}')
+                save_weights(snapshot, model, training_record(
+                    dataclasses.replace(config, steps=step), loss, num_images, encoder))
+                sweep.append({'steps': step, 'loss': round(loss, 4), 'weights': str(snapshot),
                               'held_out_miou_pct': held_out_miou(model)})
                 tqdm.write(f'step {step}: held-out mIoU {sweep[-1]["held_out_miou_pct"]}%',
                            file=sys.stderr)

@@ -192,7 +192,8 @@ class LearnedTeacher(Teacher):
         out: list[FeatureGrid] = []
         with torch.inference_mode():
             for image in images:  # one at a time: cameras may differ in size
-                rgb = torch.from_numpy(np.ascontiguousarray(image.rgb)).to(self.config.device)
+                # A copy: the image may be a read-only view of a bag message.
+                rgb = torch.from_numpy(np.array(image.rgb, copy=True)).to(self.config.device)
                 grid = self._model(rgb.permute(2, 0, 1)[None].float())[0]
                 features = grid.permute(1, 2, 0).cpu().numpy().astype(np.float32)
                 expected = grid_shape(image.size_px, self._model.config.patch_size_px)

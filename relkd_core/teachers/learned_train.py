@@ -36,7 +36,7 @@ from relkd_core.teachers.minilm import SentenceEncoder
 from relkd_core.teachers.vocabulary import DEFAULT_PROMPTS
 
 __all__ = ['HELD_OUT_SEED', 'TRAIN_SEEDS', 'LearnedTrainConfig', 'concept_embeddings',
-           'render_images', 'train_learned_teacher']
+           'render_images', 'train_learned_teacher', 'training_record']
 
 LOG = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ class LearnedTrainConfig:
     frames_per_drive: int = 10
     frame_stride: int = 5
     rig: str = 'nuscenes'
-    widths: tuple[int, ...] = (16, 32, 48, 64)
-    input_downsample: int = 1
+    widths: tuple[int, ...] = (24, 48, 96)
+    input_downsample: int = 2
     patch_size_px: int = 16
-    steps: int = 600
+    steps: int = 250
     batch_size: int = 8
     lr: float = 3e-3
     warmup_steps: int = 50
@@ -167,10 +167,17 @@ def train_learned_teacher(config: LearnedTrainConfig, encoder: SentenceEncoder,
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     model.eval().requires_grad_(False)
-    record = {'settings': _json_safe(asdict(config)), 'final_loss': round(loss_value, 5),
-              'images': len(images), 'text_model': encoder.version}
+    record = training_record(config, loss_value, len(images), encoder)
     LOG.info('learned teacher trained in %.0f s', time.perf_counter() - started)
     return model, record
+
+
+def training_record(config: LearnedTrainConfig, final_loss: float, images: int,
+                    encoder: SentenceEncoder) -> dict[str, Any]:
+    """What the weights file records about the run that made it (no times, no paths: the
+    same run gives the same bytes)."""
+    return {'settings': _json_safe(asdict(config)), 'final_loss': round(final_loss, 5),
+            'images': images, 'text_model': encoder.version}
 
 
 def _json_safe(value: Any) -> Any:

@@ -30,7 +30,7 @@ from relkd_core.teachers.minilm import MINILM_DIM, SentenceEncoder
 
 #: One frame of one drive, 4-channel stages, 3 steps: about a second.
 TINY = LearnedTrainConfig(drive_seeds=(TRAIN_SEEDS[0],), frames_per_drive=1, steps=3,
-                          batch_size=2, widths=(4, 4, 4, 4))
+                          batch_size=2, widths=(4, 4, 4))
 
 
 @pytest.fixture(scope='module')
