@@ -14,15 +14,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from relkd_core.config import config_from_dict
+from relkd_core.data.scan import NAN_POLICIES
 from relkd_core.geometry.se3 import make_transform, quaternion_to_matrix
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_TOPIC
+
+if TYPE_CHECKING:
+    from relkd_core.infer.online import LabelingRequest
 
 __all__ = ['FROM_CHECKPOINT', 'RELIABILITIES', 'SCAN_INPUT_PARAMETERS', 'SegmentParams',
            'allowed_values', 'default_value',
@@ -44,7 +48,8 @@ def _param(default: Any, description: str, *, min: float | None = None,
 #: records" (intensity_field: the empty string). A set value overrides the checkpoint's.
 FROM_CHECKPOINT = -1.0
 #: Parameters that override the checkpoint's ScanInput when set.
-SCAN_INPUT_PARAMETERS = ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m')
+SCAN_INPUT_PARAMETERS = ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m',
+                         'nan_policy')
 
 #: Values of the ``*_reliability`` parameters.
 RELIABILITIES = ('reliable', 'best_effort')
@@ -76,6 +81,10 @@ class SegmentParams:
     intensity_scale: float = _param(FROM_CHECKPOINT, 'factor mapping intensity_field into the '
                                     "range the student was trained on (e.g. 1/255); -1: the "
                                     "checkpoint's", min=-1.0, dynamic=True)
+    nan_policy: str = _param('', "drop: points with a non-finite value are left out of the "
+                             'labeled cloud (an organised cloud becomes one row); keep: they '
+                             "stay in place, unlabeled; empty: the checkpoint's (drop)",
+                             dynamic=True)
     points_topic: str = _param('points', 'input sensor_msgs/PointCloud2 topic')
     labeled_topic: str = _param(LABELED_TOPIC, 'output labeled PointCloud2 topic')
     legend_topic: str = _param(LEGEND_TOPIC, 'output visualization_msgs/MarkerArray legend topic')
@@ -129,6 +138,9 @@ class SegmentParams:
         if len(self.image_topics) != len(self.camera_info_topics):
             raise ValueError(f'image_topics ({len(self.image_topics)}) and camera_info_topics '
                              f'({len(self.camera_info_topics)}) need one entry each per camera')
+        if self.nan_policy not in ('', *NAN_POLICIES):
+            raise ValueError(f"nan_policy: expected one of {list(NAN_POLICIES)}, or '' for the "
+                             f"checkpoint's, got {self.nan_policy!r}")
         for key in ('input_reliability', 'output_reliability'):
             if getattr(self, key) not in RELIABILITIES:
                 raise ValueError(f'{key}: expected one of {list(RELIABILITIES)}, got '
@@ -143,9 +155,18 @@ class SegmentParams:
         overrides: dict[str, tuple[Any, str]] = {}
         for key in SCAN_INPUT_PARAMETERS:
             value = getattr(self, key)
-            unset = value == '' if key == 'intensity_field' else value == FROM_CHECKPOINT
+            unset = value == '' if isinstance(value, str) else value == FROM_CHECKPOINT
             overrides[key] = (None if unset else value, f'parameter {key}')
         return overrides
+
+    def labeling_request(self) -> LabelingRequest:
+        """What these parameters ask of the labelling core (vocabulary, ScanInput overrides,
+        limits)."""
+        from relkd_core.infer.online import LabelingRequest  # torch: only when labelling
+
+        return LabelingRequest(vocabulary=self.vocabulary, vocabulary_file=self.vocabulary_file,
+                               overrides=self.scan_input_overrides(),
+                               score_threshold=self.score_threshold, max_points=self.max_points)
 
     def threads(self, cpu_count: int | None = None) -> int:
         """Torch threads to use: ``num_threads``, or for 0 half of ``cpu_count`` (default: the

@@ -19,14 +19,13 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relkd_core.data.bag import bag_topics, open_bags, raw_messages
+from relkd_core.data.playback import PlayedTopic, bag_playlist, played_topics, recorded_messages
 from relkd_core.errors import BagError
 
-__all__ = ['PlayedTopic', 'main', 'message_class', 'playback_offset_s']
+__all__ = ['PlayedTopic', 'main', 'message_class', 'playback_offset_s', 'played_topics']
 
 NODE_NAME = 'relkd_play'
 _LOG = logging.getLogger(__name__)
@@ -51,36 +50,6 @@ def playback_offset_s(t_ns: int, first_ns: int, rate: float) -> float:
     return (t_ns - first_ns) / 1e9 / rate
 
 
-@dataclass(frozen=True)
-class PlayedTopic:
-    """A topic being published: its type, message count in the bag and whether it is latched."""
-
-    msgtype: str
-    count: int
-    latched: bool
-
-
-def played_topics(reader: Any, wanted: Sequence[str]) -> dict[str, PlayedTopic]:
-    """The topics of an opened bag to publish (``wanted``, or all when empty)."""
-    topics = bag_topics(reader)
-    missing = sorted(set(wanted) - set(topics))
-    if missing:
-        raise BagError(f'topic(s) {missing} are not in the bag; its topics: '
-                       f'{", ".join(sorted(topics))}')
-    played: dict[str, PlayedTopic] = {}
-    for connection in reader.connections:
-        if wanted and connection.topic not in wanted:
-            continue
-        offered = getattr(getattr(connection, 'ext', None), 'offered_qos_profiles', None) or []
-        latched = connection.topic == '/tf_static' or any(
-            getattr(q.durability, 'name', '') == 'TRANSIENT_LOCAL' for q in offered)
-        known = played.get(connection.topic)
-        count = int(getattr(connection, 'msgcount', 0) or 0) + (known.count if known else 0)
-        played[connection.topic] = PlayedTopic(connection.msgtype, count,
-                                               latched or bool(known and known.latched))
-    return played
-
-
 def _qos(topic: PlayedTopic, depth: int) -> Any:
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -101,11 +70,7 @@ class Player:
         self.wanted = tuple(topics)
         self.published = 0
         self._publishers: dict[str, Any] = {}
-        with open_bags([bag]) as reader:
-            if not getattr(reader, 'is2', True):
-                raise BagError(f'{bag} is a ROS 1 bag; convert it first '
-                               '(rosbags-convert --src BAG --dst FOLDER)')
-            self.topics = played_topics(reader, self.wanted)
+        self.topics = bag_playlist(bag, self.wanted)
         for name, topic in sorted(self.topics.items()):
             cls = message_class(topic.msgtype)
             if cls is None:
@@ -134,17 +99,16 @@ class Player:
         """Publish every message once, each at its scaled record time."""
         start = time.monotonic()
         first_ns: int | None = None
-        with open_bags([self.bag]) as reader:
-            for connection, t_ns, raw in raw_messages(reader):
-                publisher = self._publishers.get(connection.topic)
-                if publisher is None:
-                    continue
-                first_ns = t_ns if first_ns is None else first_ns
-                delay = start + playback_offset_s(t_ns, first_ns, self.rate) - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                publisher.publish(bytes(raw))
-                self.published += 1
+        for topic, t_ns, raw in recorded_messages(self.bag):
+            publisher = self._publishers.get(topic)
+            if publisher is None:
+                continue
+            first_ns = t_ns if first_ns is None else first_ns
+            delay = start + playback_offset_s(t_ns, first_ns, self.rate) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            publisher.publish(raw)
+            self.published += 1
 
     def wait_for_acknowledgements(self, timeout_s: float) -> None:
         """Give reliable subscribers up to ``timeout_s`` to acknowledge the last messages, so

@@ -31,6 +31,7 @@ from rclpy.exceptions import (
 from rclpy.node import Node
 
 from relkd_core.errors import ConfigError, RelkdError
+from relkd_core.infer.online import serve
 from relkd_ros.params import (
     SegmentParams,
     allowed_values,
@@ -39,7 +40,7 @@ from relkd_ros.params import (
     parameter_names,
     params_from_values,
 )
-from relkd_ros.segment import DDS_PROFILE, SegmentRuntime, serve
+from relkd_ros.segment import DDS_PROFILE, SegmentRuntime
 
 __all__ = ['SegmentNode', 'main', 'run']
 

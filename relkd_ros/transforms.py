@@ -135,11 +135,18 @@ def tf2_available() -> bool:
 
 
 def transform_source(node: Any, static: list[tuple[str, str, NDArray[np.float64]]],
-                     fixed_frame: str = '', on_error: Any = None) -> TransformSource:
-    """tf2 when importable, else the built-in buffer (see the module doc)."""
+                     fixed_frame: str = '', on_error: Any = None, *, needs_tf: bool = False
+                     ) -> TransformSource:
+    """tf2 when importable, else the built-in buffer (see the module doc). ``needs_tf``: the
+    node has cameras but no static extrinsics, so it warns when /tf cannot be read at all."""
     if tf2_available():
         return Tf2Transforms(node, static, fixed_frame)
-    return TfBufferTransforms(node, static, fixed_frame, on_error)
+    source = TfBufferTransforms(node, static, fixed_frame, on_error)
+    if needs_tf and not getattr(source, 'available', True):
+        node.get_logger().warning(
+            'neither tf2_ros nor tf2_msgs is installed: /tf is not read; give camera '
+            'extrinsics with the static_transforms parameter')
+    return source
 
 
 def _transform_stamped(parent: str, child: str, T_parent_child: NDArray[np.float64]) -> Any:

@@ -17,10 +17,11 @@ from relkd_core.cli.label import main as label_main
 from relkd_core.cli.train import main as train_main
 from relkd_core.data.prepared import PreparedDataset
 from relkd_core.data.preset import load_preset
-from relkd_core.data.scan import override_scan_input, read_scan, stamp_ns
-from relkd_core.infer import LABELED_POINT_DTYPE, Labeler
+from relkd_core.data.scan import stamp_ns
+from relkd_core.infer import LABELED_POINT_DTYPE
 from relkd_core.infer.labeled import LABELED_TOPIC
-from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint, scan_features
+from relkd_core.infer.online import OnlineLabeling
+from relkd_core.models.distilled import load_checkpoint, scan_features
 from relkd_ros.params import params_from_values
 
 PRESET = 'synth-nuscenes'
@@ -49,14 +50,20 @@ def _scans(bag: Path) -> dict[int, Any]:
     return {stamp_ns(m.header.stamp): m for m in messages}
 
 
-def _node_core(checkpoint: StudentCheckpoint, values: dict[str, Any]
-               ) -> tuple[Labeler, Any, list[str]]:
-    """The labeller and ScanInput segment_node builds from ``values`` (its parameters)."""
-    params = params_from_values({'checkpoint': 'student.pt', **values})
-    scan_input, notes = override_scan_input(checkpoint.scan_input, params.scan_input_overrides())
-    labeler = Labeler(checkpoint, min_range_m=scan_input.min_range_m,
-                      max_range_m=scan_input.max_range_m)
-    return labeler, scan_input, notes
+def _node_core(trained: Path, values: dict[str, Any]) -> OnlineLabeling:
+    """The labelling core segment_node builds from ``values`` (its parameters)."""
+    params = params_from_values({'checkpoint': str(trained), **values})
+    return OnlineLabeling.start(params.checkpoint, params.labeling_request(),
+                                device=params.device, queue_size=params.queue_size)
+
+
+def _node_labels(online: OnlineLabeling, message: Any) -> tuple[Any, Any]:
+    """What the node does with one message: receive (read, queue), then label on the main
+    thread; the scan as read and its LabeledScan."""
+    online.receive(message)
+    job = online.queue.get(0.1)
+    assert job is not None
+    return job.scan, online.label(job)[0]
 
 
 @pytest.mark.slow
@@ -87,19 +94,35 @@ def test_contract_label_node_and_eval_read_a_scan_identically(
     np.testing.assert_array_equal(label_points[fed], frame.points)
 
     # The node's labelling core with the node's default parameters.
-    labeler, scan_input, notes = _node_core(checkpoint, {})
-    assert scan_input == checkpoint.scan_input and notes == []
-    scan = read_scan(message, scan_input)
-    result = labeler.label(scan.points, with_features=True)
+    online = _node_core(trained, {})
+    assert online.core.settings.scan_input == checkpoint.scan_input and online.notes == ()
+    scan, node_labeled = _node_labels(online, message)
     np.testing.assert_array_equal(scan.valid, fed)
     np.testing.assert_array_equal(scan.points[scan.valid], frame.points)
-    np.testing.assert_array_equal(result.labels, labeled['label'])
+    np.testing.assert_array_equal(node_labeled.result.labels, labeled['label'])
+    for name in LABELED_POINT_DTYPE.names or ():  # the same cloud, field by field
+        np.testing.assert_array_equal(node_labeled.points[name], labeled[name])
+    result = online.core.labeler.label(scan.points, with_features=True,
+                                       limits=online.core.settings.limits)
     assert result.features is not None
     np.testing.assert_allclose(result.features[scan.valid], eval_features.numpy(), atol=1e-6)
 
     # An explicit parameter changes the reading, and says so.
-    labeler, scan_input, notes = _node_core(checkpoint, {'intensity_scale': 1.0})
-    assert notes == [f"intensity_scale 1.0 (parameter intensity_scale) overrides the "
-                     f"checkpoint's {checkpoint.scan_input.intensity_scale!r}"]
-    overridden = read_scan(message, scan_input)
+    online = _node_core(trained, {'intensity_scale': 1.0})
+    assert online.notes == (f"intensity_scale 1.0 (parameter intensity_scale) overrides the "
+                            f"checkpoint's {checkpoint.scan_input.intensity_scale!r}",)
+    overridden, _ = _node_labels(online, message)
     assert not np.array_equal(overridden.points[overridden.valid], frame.points)
+
+    # relkd-label with the same override reads the same, and says so on stderr.
+    out = tmp_path / 'labeled_override'
+    assert label_main(['--checkpoint', str(trained), '--bag', str(bag), '--out', str(out),
+                       '--intensity-scale', '1.0']) == 0
+    assert ("relkd-label: intensity_scale 1.0 (--intensity-scale) overrides the checkpoint's "
+            f"{checkpoint.scan_input.intensity_scale!r}") in capsys.readouterr().err
+    with AnyReader([out]) as reader:
+        relabeled = {stamp_ns(m.header.stamp): m for m in (
+            reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()
+            if c.topic == f'/{LABELED_TOPIC}')}
+    again = np.frombuffer(relabeled[frame.t_ns].data, LABELED_POINT_DTYPE)
+    np.testing.assert_array_equal(again['intensity'], overridden.points[:, 3])

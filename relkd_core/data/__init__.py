@@ -1,2 +1,2 @@
-"""Data: ROS 2 bag I/O (the only ``rosbags`` import lives in :mod:`relkd_core.data.bag`),
-message ↔ numpy conversion, tf resolution."""
+"""Data: ROS 2 bag I/O (:mod:`relkd_core.data.bag`; the only ``rosbags`` import lives in its
+``_rosbags`` module), message ↔ numpy conversion, tf resolution."""

@@ -38,12 +38,12 @@ from relkd_core.data.bag import (
     open_bags,
     raw_messages,
 )
-from relkd_core.data.scan import ScanInput, read_scan, stamp_ns
+from relkd_core.data.scan import ScanInput, stamp_ns
 from relkd_core.errors import BagError, DataError, RelkdError
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.labeler import Labeler
 from relkd_core.infer.legend import LEGEND_NAMESPACE, LEGEND_TOPIC, legend_entries
-from relkd_core.infer.runtime import VocabularySlot, label_scan
+from relkd_core.infer.pipeline import LabelingCore, ReadSettings
 from relkd_core.outputs import claim_output, replace_output
 
 __all__ = ['LABELED_BAG_KIND', 'LabelBagReport', 'claim_label_output', 'label_bag',
@@ -137,7 +137,7 @@ def claim_label_output(src: Path, dst: Path, overwrite: bool,
 
 
 def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler: Labeler, *,
-              lidar_topic: str | None = None, scan_input: ScanInput | None = None,
+              lidar_topic: str | None = None, settings: ReadSettings | None = None,
               labeled_topic: str = LABELED_TOPIC,
               legend_topic: str = LEGEND_TOPIC, storage: Storage | None = None,
               distro: str = 'humble', overwrite: bool = False,
@@ -146,8 +146,9 @@ def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler:
     """Write ``dst``: the ROS 2 bag ``src`` plus the node's outputs for each scan.
 
     ``lidar_topic``: the PointCloud2 topic to label (None: the bag's only one); its clouds are
-    read as the node reads them (:func:`~relkd_core.data.scan.read_scan` with ``scan_input``,
-    None: the default ScanInput) and labelled by ``labeler``. Outputs go on ``labeled_topic`` and
+    read and labelled by the node's per-scan core (:class:`~relkd_core.infer.pipeline.
+    LabelingCore`) with ``labeler`` and ``settings`` (None: the ScanInput the checkpoint
+    records, else the default one, and the labeler's limits). Outputs go on ``labeled_topic`` and
     ``legend_topic`` (relative names get a leading ``/``, as in the node's root namespace); the
     legend is offered transient-local.
     ``storage``: 'mcap' or 'sqlite3' (None: the input's, else MCAP); ``distro`` picks the
@@ -163,6 +164,9 @@ def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler:
     src, dst = Path(src), Path(dst)
     labeled_topic, legend_topic = _bag_topic(labeled_topic), _bag_topic(legend_topic)
     claim_label_output(src, dst, overwrite)
+    # One vocabulary version (never swapped here) labels every scan.
+    core = LabelingCore(labeler, settings or ReadSettings(
+        labeler.checkpoint.scan_input or ScanInput(), labeler.limits))
     with open_bags([src], distro) as reader:
         if not getattr(reader, 'is2', True):
             raise BagError(f'{src} is a ROS 1 bag; convert it first '
@@ -182,14 +186,13 @@ def label_bag(src: str | os.PathLike[str], dst: str | os.PathLike[str], labeler:
         if on_start is not None:
             on_start(report.expected or 0)
         if not os.path.lexists(dst):
-            _write(reader, dst, report, labeler, scan_input, distro, progress)
+            _write(reader, dst, report, core, distro, progress)
         else:
             # The new bag is built under a hidden folder beside dst, keeping its final name
             # (rosbags names the storage file after the bag folder), and swapped in when done.
             holder = make_staging_dir(dst)
             try:
-                _write(reader, holder / dst.name, report, labeler, scan_input, distro,
-                       progress)
+                _write(reader, holder / dst.name, report, core, distro, progress)
                 replace_output(holder / dst.name, dst)
             finally:
                 shutil.rmtree(holder, ignore_errors=True)
@@ -223,8 +226,15 @@ def _read_damage(reader: Any, report: LabelBagReport, error: Exception | None) -
     return None
 
 
-def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
-           scan_input: ScanInput | None, distro: str,
+def _deserialize(reader: Any, raw: bytes, msgtype: str) -> Any:
+    """The message of ``raw`` bytes; DataError when they do not decode as ``msgtype``."""
+    try:
+        return reader.deserialize(raw, msgtype)
+    except (ValueError, TypeError, OverflowError, IndexError) as err:
+        raise DataError(f'undecodable {msgtype} ({type(err).__name__}: {err})') from err
+
+
+def _write(reader: Any, path: Path, report: LabelBagReport, core: LabelingCore, distro: str,
            progress: Callable[[int], None] | None) -> None:
     """The copy plus the labeled clouds and legends, into a new bag at ``path``."""
     with BagWriter(path, storage=report.storage, distro=distro,
@@ -233,8 +243,6 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
         copies = {id(c): writer.add_connection_from(c, store) for c in reader.connections}
         writer.add_topic(report.labeled_topic, POINTCLOUD2)
         writer.add_topic(report.legend_topic, MARKER_ARRAY, latched=True)
-        # The node's per-scan core: one vocabulary version (never swapped here) labels every scan.
-        slot = VocabularySlot(labeler.embedding, labeler.taxonomy)
         legend_frame: str | None = None
         messages = raw_messages(reader)
         while True:
@@ -255,10 +263,10 @@ def _write(reader: Any, path: Path, report: LabelBagReport, labeler: Labeler,
                 continue
             report.scans += 1
             try:
-                message: Any = reader.deserialize(raw, connection.msgtype)
-                scan = read_scan(message, scan_input)
-                labeled = label_scan(labeler, scan.points, slot)
-            except (DataError, ValueError, TypeError, OverflowError) as err:
+                message = _deserialize(reader, raw, connection.msgtype)
+                scan = core.read(message)
+                labeled = core.label(scan)
+            except DataError as err:
                 reason = f'{type(err).__name__}: {err}'
                 report.dropped[reason] = report.dropped.get(reason, 0) + 1
                 _LOG.warning('scan at record time %d dropped: %s', t_ns, reason)

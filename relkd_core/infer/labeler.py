@@ -28,12 +28,13 @@ import torch
 from numpy.typing import NDArray
 
 from relkd_core.errors import CheckpointError, ConfigError, DataError, RelkdError
-from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint, scan_features
+from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint
+from relkd_core.models.inference import best_entries, check_precision
 from relkd_core.taxonomy import NUSCENES16, Taxonomy, load_taxonomy
 from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
 
-__all__ = ['UNLABELED', 'LabelResult', 'Labeler', 'TextEncoder', 'VocabularyEmbedding',
-           'resolve_vocabulary', 'stored_vocabulary', 'teacher_text_encoder']
+__all__ = ['UNLABELED', 'LabelLimits', 'LabelResult', 'Labeler', 'TextEncoder',
+           'VocabularyEmbedding', 'resolve_vocabulary', 'stored_vocabulary', 'teacher_text_encoder']
 
 _LOG = logging.getLogger(__name__)
 
@@ -57,6 +58,32 @@ class VocabularyEmbedding:
 
     vocabulary: Vocabulary
     embeddings: torch.Tensor
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelLimits:
+    """Which points :meth:`Labeler.label` labels: those whose Euclidean distance (sensor
+    frame) lies in [``min_range_m``, ``max_range_m``] and whose best cosine similarity reaches
+    ``score_threshold``; a scan with more than ``max_points`` such points is refused (bounds
+    memory and latency; None: no bound). Immutable, so one scan is labelled with one set of
+    limits however often they are replaced. Raises ConfigError when a value is out of range.
+    """
+
+    score_threshold: float = -1.0
+    min_range_m: float = 0.0
+    max_range_m: float = math.inf
+    max_points: int | None = None
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.score_threshold <= 1.0:
+            raise ConfigError(f'score_threshold: expected a cosine similarity in [-1, 1], got '
+                              f'{self.score_threshold}')
+        if not 0.0 <= self.min_range_m < self.max_range_m:
+            raise ConfigError(f'min_range_m, max_range_m: expected 0 <= min < max, got '
+                              f'{self.min_range_m} and {self.max_range_m}')
+        if self.max_points is not None and self.max_points < 1:
+            raise ConfigError(f'max_points: expected at least 1 (or None), got '
+                              f'{self.max_points}')
 
 
 @dataclass(frozen=True)
@@ -150,6 +177,9 @@ class Labeler:
         min_range_m, max_range_m: points nearer or farther (Euclidean, sensor frame) are not fed
             to the model and are :data:`UNLABELED`.
         max_points: a scan with more valid points raises DataError (bounds memory and latency).
+        precision: ``float32`` or ``bfloat16`` (the student's arithmetic; see
+            :mod:`relkd_core.models.inference`: bfloat16 is slower on CPUs without bfloat16
+            instructions).
 
     :meth:`label` may run in one thread while :meth:`set_vocabulary` is called in another: a
     scan is labelled with the vocabulary current when it started.
@@ -160,7 +190,9 @@ class Labeler:
                  device: str | torch.device = 'cpu', *,
                  text_encoder: TextEncoder | Callable[[], TextEncoder] | None = None,
                  score_threshold: float = -1.0, min_range_m: float = 0.0,
-                 max_range_m: float = math.inf, max_points: int | None = None) -> None:
+                 max_range_m: float = math.inf, max_points: int | None = None,
+                 precision: str = 'float32') -> None:
+        self.precision = check_precision(precision)
         if not isinstance(checkpoint, StudentCheckpoint):
             checkpoint = load_checkpoint(checkpoint)
         try:
@@ -171,8 +203,8 @@ class Labeler:
         self.checkpoint = checkpoint
         #: The taxonomy of the training labels (colours of stored entries follow it).
         self.taxonomy = checkpoint_taxonomy(checkpoint)
-        self.configure(score_threshold=score_threshold, min_range_m=min_range_m,
-                       max_range_m=max_range_m, max_points=max_points)
+        self.limits = self.check_limits(score_threshold=score_threshold, min_range_m=min_range_m,
+                                        max_range_m=max_range_m, max_points=max_points)
         self._encoder_source = text_encoder
         self._encoder: TextEncoder | None = None
         self._encoder_lock = threading.Lock()
@@ -191,20 +223,39 @@ class Labeler:
         self._table = self.embed(resolve_vocabulary(checkpoint=checkpoint)
                                  if vocabulary is None else vocabulary)
 
+    @staticmethod
+    def check_limits(*, score_threshold: float = -1.0, min_range_m: float = 0.0,
+                     max_range_m: float = math.inf, max_points: int | None = None
+                     ) -> LabelLimits:
+        """Validate labelling limits without touching any labeler: the :class:`LabelLimits`
+        to pass to :meth:`label` or :meth:`configure`; raises ConfigError when out of range."""
+        return LabelLimits(score_threshold=float(score_threshold),
+                           min_range_m=float(min_range_m), max_range_m=float(max_range_m),
+                           max_points=max_points)
+
     def configure(self, *, score_threshold: float, min_range_m: float, max_range_m: float,
                   max_points: int | None) -> None:
-        """Set the labelling limits (see the class doc); raises ConfigError when out of range."""
-        if not -1.0 <= score_threshold <= 1.0:
-            raise ConfigError(f'score_threshold: expected a cosine similarity in [-1, 1], got '
-                              f'{score_threshold}')
-        if not 0.0 <= min_range_m < max_range_m:
-            raise ConfigError(f'min_range_m, max_range_m: expected 0 <= min < max, got '
-                              f'{min_range_m} and {max_range_m}')
-        if max_points is not None and max_points < 1:
-            raise ConfigError(f'max_points: expected at least 1 (or None), got {max_points}')
-        self.score_threshold = float(score_threshold)
-        self.min_range_m, self.max_range_m = float(min_range_m), float(max_range_m)
-        self.max_points = max_points
+        """Set the default labelling limits (see the class doc); raises ConfigError when out
+        of range. For a labeler in use on another thread, pass limits to :meth:`label`."""
+        self.limits = self.check_limits(score_threshold=score_threshold,
+                                        min_range_m=min_range_m, max_range_m=max_range_m,
+                                        max_points=max_points)
+
+    @property
+    def score_threshold(self) -> float:
+        return self.limits.score_threshold
+
+    @property
+    def min_range_m(self) -> float:
+        return self.limits.min_range_m
+
+    @property
+    def max_range_m(self) -> float:
+        return self.limits.max_range_m
+
+    @property
+    def max_points(self) -> int | None:
+        return self.limits.max_points
 
     # --- vocabulary -------------------------------------------------------------------------
 
@@ -288,15 +339,18 @@ class Labeler:
     # --- labelling --------------------------------------------------------------------------
 
     def label(self, points: NDArray[Any], *, with_features: bool = False,
-              embedding: VocabularyEmbedding | None = None) -> LabelResult:
+              embedding: VocabularyEmbedding | None = None, limits: LabelLimits | None = None
+              ) -> LabelResult:
         """Labels of one scan.
 
         ``points``: (N, 4) ``x, y, z, intensity`` or (N, 3) ``x, y, z`` (intensity 0), metres in
         the sensor frame, any real dtype (cast to float32). ``embedding``: label with this
-        vocabulary (from :meth:`embed`) instead of the current one. Raises DataError for another
-        shape or dtype, and for more than ``max_points`` valid points.
+        vocabulary (from :meth:`embed`) instead of the current one; ``limits``: with these
+        instead of :attr:`limits`. Raises DataError for another shape or dtype, and for more
+        than ``max_points`` valid points.
         """
         table = self._table if embedding is None else embedding
+        limits = self.limits if limits is None else limits
         scan = self._validated(points)
         count = len(scan)
         labels = np.full(count, UNLABELED, dtype=np.uint16)
@@ -306,24 +360,23 @@ class Labeler:
         valid = np.isfinite(scan).all(axis=1)
         with np.errstate(invalid='ignore'):
             distance = np.linalg.norm(scan[:, :3], axis=1)
-        valid &= (distance >= self.min_range_m) & (distance <= self.max_range_m)
+        valid &= (distance >= limits.min_range_m) & (distance <= limits.max_range_m)
         num_valid = int(valid.sum())
-        if self.max_points is not None and num_valid > self.max_points:
+        if limits.max_points is not None and num_valid > limits.max_points:
             raise DataError(f'scan has {num_valid} valid points, more than max_points '
-                            f'{self.max_points}; raise max_points or lower max_range_m')
+                            f'{limits.max_points}; raise max_points or lower max_range_m')
         if num_valid == 0:
             return LabelResult(labels, scores, features)
         selected = torch.from_numpy(np.ascontiguousarray(scan[valid]))
-        (point_features,) = scan_features(self.model, [selected], device=self.device)
-        similarity = point_features @ table.embeddings.T
-        best_score, best = similarity.max(dim=1)
-        best_score_np = best_score.cpu().numpy().astype(np.float32)
-        best_np = best.cpu().numpy().astype(np.uint16)
-        best_np[best_score_np < self.score_threshold] = UNLABELED
+        best = best_entries(self.model, selected, table.embeddings, precision=self.precision,
+                            with_features=features is not None)
+        best_score_np = best.score.cpu().numpy().astype(np.float32)
+        best_np = best.index.cpu().numpy().astype(np.uint16)
+        best_np[best_score_np < limits.score_threshold] = UNLABELED
         labels[valid] = best_np
         scores[valid] = best_score_np
-        if features is not None:
-            features[valid] = point_features.cpu().numpy()
+        if features is not None and best.features is not None:
+            features[valid] = best.features.cpu().numpy()
         return LabelResult(labels, scores, features)
 
     def _validated(self, points: NDArray[Any]) -> NDArray[np.float32]:

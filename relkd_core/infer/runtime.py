@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from relkd_core.infer.labeled import labeled_points
-from relkd_core.infer.labeler import Labeler, LabelResult, VocabularyEmbedding
+from relkd_core.infer.labeler import Labeler, LabelLimits, LabelResult, VocabularyEmbedding
 from relkd_core.infer.palette import entry_colors
 from relkd_core.taxonomy import NUSCENES16, Taxonomy
 
@@ -79,11 +79,12 @@ class LabeledScan:
     vocabulary: VocabularyVersion
 
 
-def label_scan(labeler: Labeler, scan: NDArray[np.float32], slot: VocabularySlot
-               ) -> LabeledScan:
-    """Label a (N, 4) xyzi scan with the vocabulary current when it starts (see module doc)."""
+def label_scan(labeler: Labeler, scan: NDArray[np.float32], slot: VocabularySlot,
+               limits: LabelLimits | None = None) -> LabeledScan:
+    """Label a (N, 4) xyzi scan with the vocabulary current when it starts (see module doc)
+    and ``limits`` (None: the labeler's)."""
     vocabulary = slot.current()
-    result = labeler.label(scan, embedding=vocabulary.embedding)
+    result = labeler.label(scan, embedding=vocabulary.embedding, limits=limits)
     return LabeledScan(labeled_points(scan, result, vocabulary.colors), result, vocabulary)
 
 

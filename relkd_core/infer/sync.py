@@ -1,4 +1,4 @@
-"""Approximate time sync for the node, without message_filters (not pip-installable).
+"""Approximate time sync for the node's overlays, without message_filters (not pip-installable).
 
 The lidar drives the node: each scan is paired, per camera, with the buffered image whose
 header stamp is nearest to the scan's, if within a slop. Camera infos rarely change, so the

@@ -17,6 +17,7 @@ from relkd_core.infer import LABELED_POINT_DTYPE, Labeler, entry_colors
 from relkd_core.infer.label_bag import label_bag
 from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.legend import LEGEND_TOPIC
+from relkd_core.infer.pipeline import ReadSettings
 from relkd_core.infer.runtime import VocabularySlot, label_scan
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
@@ -41,7 +42,9 @@ def _labeler() -> Labeler:
 
 
 def test_label_bag_labels_each_scan_as_the_node_core_does(drive: Path, tmp_path: Path) -> None:
-    report = label_bag(drive, tmp_path / 'out', _labeler(), scan_input=SCAN_INPUT)
+    labeler = _labeler()
+    report = label_bag(drive, tmp_path / 'out', labeler,
+                       settings=ReadSettings(SCAN_INPUT, labeler.limits))
     assert (report.scans, report.labeled, report.legends, report.dropped) == (2, 2, 1, {})
     with AnyReader([drive]) as reader:
         scans = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()

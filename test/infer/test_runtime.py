@@ -59,10 +59,10 @@ class _SlowLabeler(Labeler):
     started = threading.Event()
     proceed = threading.Event()
 
-    def label(self, points, *, with_features=False, embedding=None):  # type: ignore[no-untyped-def]
+    def label(self, points, **options):  # type: ignore[no-untyped-def]
         self.started.set()
         assert self.proceed.wait(10)
-        return super().label(points, with_features=with_features, embedding=embedding)
+        return super().label(points, **options)
 
 
 def test_label_scan_keeps_the_vocabulary_it_started_with_through_a_swap() -> None:

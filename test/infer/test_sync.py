@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relkd_ros.sync import StampBuffer
+from relkd_core.infer.sync import StampBuffer
 
 
 def test_stamp_buffer_returns_the_nearest_item_within_slop() -> None:

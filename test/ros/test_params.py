@@ -67,12 +67,17 @@ def test_params_from_values_rejects_bad_values(values: dict[str, Any], match: st
 def test_params_override_the_checkpoints_scan_input_only_when_set() -> None:
     unset = params_from_values({'checkpoint': 'a.pt'}).scan_input_overrides()
     assert {key: value for key, (value, _) in unset.items()} == dict.fromkeys(
-        ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m'))
+        ('intensity_field', 'intensity_scale', 'min_range_m', 'max_range_m', 'nan_policy'))
     overrides = params_from_values({'checkpoint': 'a.pt', 'intensity_field': 'i',
                                     'max_range_m': 50.0}).scan_input_overrides()
     assert overrides['intensity_field'] == ('i', 'parameter intensity_field')
     assert overrides['max_range_m'] == (50.0, 'parameter max_range_m')
     assert overrides['min_range_m'][0] is None and overrides['intensity_scale'][0] is None
+    keep = params_from_values({'checkpoint': 'a.pt', 'nan_policy': 'keep'})
+    assert keep.scan_input_overrides()['nan_policy'] == ('keep', 'parameter nan_policy')
+    with pytest.raises(ConfigError, match=r"nan_policy: expected one of \['drop', 'keep'\], or "
+                                         r"'' for the checkpoint's, got 'zero'"):
+        params_from_values({'checkpoint': 'a.pt', 'nan_policy': 'zero'})
 
 
 def test_parse_static_transform_builds_the_matrix() -> None:

@@ -129,15 +129,27 @@ def test_segment_node_labels_match_the_labeler(graph: Graph, labeler: Labeler,
     np.testing.assert_allclose(points['score'], expected.scores, atol=1e-4)
 
 
-def test_segment_node_keeps_organised_shape_and_unlabels_nan_points(graph: Graph) -> None:
+def test_segment_node_drops_nan_points_as_training_did_unless_told_to_keep(graph: Graph
+                                                                          ) -> None:
     scan = synthetic_scan(64 * 100, seed=3)
     scan[::7, :3] = np.nan
-    msg = graph.send(scan, height=64)
-    assert (msg.height, msg.width) == (64, 100)
-    points = np.frombuffer(msg.data, LABELED_POINT_DTYPE)
-    assert (points['label'][::7] == UNLABELED).all()
-    assert (points['rgb'][::7] == 0x808080).all()
-    assert (np.delete(points['label'], np.s_[::7]) < 3).all()
+    finite = np.delete(np.arange(len(scan)), np.s_[::7])
+    dropped = graph.send(scan, height=64)  # nan_policy '' : the checkpoint's, drop
+    assert (dropped.height, dropped.width) == (1, len(finite))
+    points = np.frombuffer(dropped.data, LABELED_POINT_DTYPE)
+    np.testing.assert_array_equal(points['x'], scan[finite, 0])
+    assert (points['label'] < 3).all()
+    assert graph.probe.set_parameters(NODE, {'nan_policy': 'keep'})[0].successful
+    try:
+        msg = graph.send(scan, height=64)
+        assert (msg.height, msg.width) == (64, 100)
+        points = np.frombuffer(msg.data, LABELED_POINT_DTYPE)
+        assert (points['label'][::7] == UNLABELED).all()
+        assert (points['rgb'][::7] == 0x808080).all()
+        np.testing.assert_array_equal(np.delete(points['label'], np.s_[::7]),
+                                      np.frombuffer(dropped.data, LABELED_POINT_DTYPE)['label'])
+    finally:
+        graph.probe.set_parameters(NODE, {'nan_policy': ''})
 
 
 def test_segment_node_publishes_an_overlay_for_a_synced_camera(graph: Graph) -> None:
