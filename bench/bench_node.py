@@ -23,15 +23,34 @@ benchmark keeps one core busy (a bounded busy loop, stopped after the measuremen
 after ``--burner-limit-s``), as drivers, localisation and planning do on a robot. The figure of
 merit is the ratio of the loaded p95 to the idle p95 (target <= 2).
 
+``--backends``: the sparse backend written into the checkpoint, one node per backend:
+``native`` (the compiled fast path, built on first use) beside ``native-ref`` (the PyTorch
+reference). ``--rounds``: the whole grid (model × scan × backend) is measured that many times,
+cases alternating within each round, so load from other processes hits all cases alike; the
+table gives the median p95 over the rounds and its spread (min–max).
+
+Beside the node figures it records, per model and scan, in this process:
+
+- the *matmul floor* of one labelling forward: the floating-point operations of every matrix
+  product of the forward (``Labeler.label``'s student and vocabulary match, counted op by op on
+  the reference path), divided by the rate of one large float32 matrix product with the node's
+  thread count. Target: node p95 <= 2 × floor + 10 ms.
+- ``Labeler.label`` alone (no ROS), fast and reference alternating, and a profile summary of
+  one label call per backend (the top operators by self time, torch.profiler);
+- the cold start: building the compiled fast path in an empty extension cache (a fresh
+  process), loading it from the cache, and the first scan of a fresh Labeler.
+
 The machine may be shared: the 1-minute load average is recorded before and after each model.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +66,7 @@ from common import machine_info, write_results
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'test'))
 
+from bench_sparse import MatmulFlops, gemm_peak_gflops  # noqa: E402
 from ros.nodetools import (  # noqa: E402
     Probe,
     free_domain_id,
@@ -55,6 +75,7 @@ from ros.nodetools import (  # noqa: E402
     stamped_header,
 )
 
+from relkd_core.infer.labeler import Labeler  # noqa: E402
 from relkd_core.models import StudentConfig  # noqa: E402
 from relkd_core.models.distilled import (  # noqa: E402
     DistilledStudent,
@@ -93,8 +114,10 @@ def bench_scan(name: str = 'nuscenes') -> np.ndarray:
                     axis=1).astype(np.float32)
 
 
-def write_checkpoint(path: Path, config: StudentConfig) -> int:
-    """A random-init student with stored random text embeddings; returns its parameter count."""
+def write_checkpoint(path: Path, config: StudentConfig, backend: str = 'native') -> int:
+    """A random-init student with stored random text embeddings; returns its parameter count.
+    The weights do not depend on ``backend``, which is only written into the config."""
+    config = dataclasses.replace(config, backend=backend)  # type: ignore[arg-type]
     torch.manual_seed(0)
     model = DistilledStudent(config, TEACHER_DIM).eval()
     vocabulary = Vocabulary.from_names(VOCABULARY)
@@ -216,6 +239,13 @@ def main() -> None:
                         help='the busy process stops by itself after this long')
     parser.add_argument('--no-dds-profile', action='store_true',
                         help='do not give this process the shipped Fast DDS profile')
+    parser.add_argument('--backends', nargs='+', default=['native', 'native-ref'],
+                        choices=['native', 'native-ref'],
+                        help='sparse backend of the node: the fast path and the reference')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='measure the whole grid this many times (cases alternating)')
+    parser.add_argument('--skip-in-process', action='store_true',
+                        help='skip the in-process Labeler timing, floor, profile, cold start')
     args = parser.parse_args()
     # This side uses the node's large-message Fast DDS profile too (as the README asks of
     # every process exchanging clouds with the node); without it a 1 MB cloud goes as UDP
@@ -225,19 +255,32 @@ def main() -> None:
                               str(ROOT / 'config' / 'fastdds_large_messages.xml'))
     scans = {name: bench_scan(name) for name in args.scans}
     loads = ('idle', 'one_core_busy') if args.background_load else ('idle',)
+    default_threads = SegmentParams(checkpoint='x').threads()
     results: dict[str, Any] = {'machine': machine_info(),
                                'scans': {name: len(scan) for name, scan in scans.items()},
-                               'node_default_threads': SegmentParams(checkpoint='x').threads(),
+                               'node_default_threads': default_threads,
                                'warmup': args.warmup,
                                'dds_profile_both_sides': not args.no_dds_profile,
-                               'repeats': args.repeats, 'runs': []}
-    rows = []
+                               'repeats': args.repeats, 'rounds': args.rounds,
+                               'backends': args.backends, 'runs': []}
+    if not args.skip_in_process:
+        results['cold_start'] = cold_start(scans[next(iter(scans))], args.models[0])
+        results['in_process'] = in_process(scans, args, default_threads)
+    rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            config, model_target_ms = MODELS[name]
-            checkpoint = Path(tmp) / f'{name}.pt'
-            parameters = write_checkpoint(checkpoint, config)
-            for (scan_name, scan), threads in itertools.product(scans.items(), args.threads):
+        checkpoints: dict[tuple[str, str], tuple[Path, int]] = {}
+        for name, backend in itertools.product(args.models, args.backends):
+            checkpoint = Path(tmp) / f'{name}-{backend}.pt'
+            checkpoints[(name, backend)] = (checkpoint, write_checkpoint(
+                checkpoint, MODELS[name][0], backend))
+        for round_index in range(args.rounds):
+            cases = list(itertools.product(args.models, scans, args.threads, args.backends))
+            if round_index % 2:
+                cases.reverse()  # alternate the order: no case always runs first or last
+            for name, scan_name, threads, backend in cases:
+                config, model_target_ms = MODELS[name]
+                checkpoint, parameters = checkpoints[(name, backend)]
+                scan = scans[scan_name]
                 target_ms = KITTI_TARGET_MS if scan_name == 'kitti' else model_target_ms
                 figures: dict[str, Any] = {}
                 for load in loads:
@@ -254,9 +297,9 @@ def main() -> None:
                                      'load_average_1min_before': load_before,
                                      'load_average_1min_after': round(os.getloadavg()[0], 2)}
                 idle_p95 = figures['idle']['latency_ms_p95']
-                run = {'model': name, 'scan': scan_name, 'num_points': len(scan),
-                       'threads': threads,
-                       'threads_used': threads or results['node_default_threads'],
+                run = {'round': round_index, 'model': name, 'scan': scan_name,
+                       'backend': backend, 'num_points': len(scan), 'threads': threads,
+                       'threads_used': threads or default_threads,
                        'width_multiplier': config.width_multiplier, 'out_dim': config.out_dim,
                        'voxel_size_m': config.voxel_size_m, 'teacher_dim': TEACHER_DIM,
                        'parameters': parameters, 'target_p95_ms': target_ms,
@@ -265,20 +308,183 @@ def main() -> None:
                     ratio = figures['one_core_busy']['latency_ms_p95'] / idle_p95
                     run['busy_over_idle_p95'] = round(ratio, 2)
                 results['runs'].append(run)
-                rows.append(run)
+                rows.setdefault((name, scan_name, backend, threads), run)
+                print(f"round {round_index}: {name} {scan_name} {backend} threads {threads}: "
+                      f"p95 {idle_p95:.1f} ms", flush=True)
+    results['summary'] = summary(results)
     write_results(args.out, results)
     print(f'\nload average {results["machine"]["load_average_1min"]} at start\n')
-    print('| model | scan | threads | p50 ms idle | p95 ms idle | p95 ms one core busy | '
-          'busy/idle | target p95 ms (idle) |')
-    print('|---|---|---|---|---|---|---|---|')
-    for run in rows:
-        busy = run.get('one_core_busy', {})
-        default = ' (default)' if not run['threads'] else ''
-        print(f"| {run['model']} | {run['scan']} ({run['num_points']:,}) | "
-              f"{run['threads_used']}{default}"
-              f" | {run['idle']['latency_ms_p50']:.1f} | {run['idle']['latency_ms_p95']:.1f} | "
-              f"{busy.get('latency_ms_p95', float('nan')):.1f} | "
-              f"{run.get('busy_over_idle_p95', float('nan')):.2f} | {run['target_p95_ms']:.0f} |")
+    print(markdown(results))
+
+
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per case (model, scan, backend, threads): p95 of each round, their median and spread,
+    and the ratio to the labelling forward's matmul floor."""
+    floors = {(entry['model'], entry['scan'], entry['threads']): entry['matmul_floor_ms']
+              for entry in results.get('in_process', {}).get('cases', [])}
+    grouped: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
+    for run in results['runs']:
+        key = (run['model'], run['scan'], run['backend'], run['threads_used'])
+        grouped.setdefault(key, []).append(run)
+    rows = []
+    for (model, scan, backend, threads), runs in grouped.items():
+        p95s = [run['idle']['latency_ms_p95'] for run in runs]
+        p50s = [run['idle']['latency_ms_p50'] for run in runs]
+        floor = floors.get((model, scan, threads))
+        median_p95 = statistics.median(p95s)
+        row = {'model': model, 'scan': scan, 'backend': backend, 'threads': threads,
+               'num_points': runs[0]['num_points'], 'p95_ms_per_round': p95s,
+               'p95_ms_median': round(median_p95, 1), 'p95_ms_min': min(p95s),
+               'p95_ms_max': max(p95s), 'p50_ms_median': round(statistics.median(p50s), 1),
+               'target_p95_ms': runs[0]['target_p95_ms'],
+               'target_met': median_p95 <= runs[0]['target_p95_ms']}
+        if floor is not None:
+            row['matmul_floor_ms'] = floor
+            row['floor_target_ms'] = round(2 * floor + 10.0, 1)
+            row['p95_over_floor'] = round(median_p95 / floor, 2)
+            row['floor_target_met'] = median_p95 <= 2 * floor + 10.0
+        rows.append(row)
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ['| model | scan | backend | threads | p95 ms (median of rounds) | spread | '
+             'p50 ms | target | matmul floor ms | 2×floor+10 | p95/floor |',
+             '|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|']
+    for row in results['summary']:
+        floor = row.get('matmul_floor_ms', float('nan'))
+        lines.append(
+            f"| {row['model']} | {row['scan']} ({row['num_points']:,}) | {row['backend']} | "
+            f"{row['threads']} | {row['p95_ms_median']:.1f} | {row['p95_ms_min']:.0f}–"
+            f"{row['p95_ms_max']:.0f} | {row['p50_ms_median']:.1f} | {row['target_p95_ms']:.0f}"
+            f" | {floor:.1f} | {row.get('floor_target_ms', float('nan')):.0f} | "
+            f"{row.get('p95_over_floor', float('nan')):.2f} |")
+    in_process = results.get('in_process')
+    if in_process:
+        lines += ['', f"Labeler.label in process ({in_process['threads']} thread(s)), ms, "
+                  'median [min–max] over the rounds:', '',
+                  '| model | scan | fast (native) | reference (native-ref) | ref/fast | '
+                  'matmul floor |', '|---|---|---:|---:|---:|---:|']
+        for case in in_process['cases']:
+            fast, ref = case['label_ms']['native'], case['label_ms']['native-ref']
+            lines.append(
+                f"| {case['model']} | {case['scan']} | {fast['median']:.1f} "
+                f"[{fast['min']:.0f}–{fast['max']:.0f}] | {ref['median']:.1f} "
+                f"[{ref['min']:.0f}–{ref['max']:.0f}] | {ref['median'] / fast['median']:.2f} | "
+                f"{case['matmul_floor_ms']:.1f} |")
+    cold = results.get('cold_start')
+    if cold:
+        lines += ['', f"cold start: build {cold['build_s']:.1f} s (empty cache), load from "
+                  f"cache {cold['cached_load_s']:.1f} s, first scan of a fresh Labeler "
+                  f"{cold['first_scan_s']:.2f} s"]
+    return '\n'.join(lines)
+
+
+def label_flops(model: DistilledStudent, scan: torch.Tensor, embeddings: torch.Tensor) -> int:
+    """Floating-point operations of the matrix products of one labelling forward (counted on
+    the reference path, which runs every product through torch)."""
+    from relkd_core.models.inference import best_entries
+
+    reference = DistilledStudent(dataclasses.replace(model.config, backend='native-ref'),
+                                 model.teacher_dim).eval()
+    reference.load_state_dict(model.state_dict())
+    with MatmulFlops() as counter:
+        best_entries(reference, scan, embeddings)
+    return counter.flops
+
+
+def in_process(scans: dict[str, np.ndarray], args: argparse.Namespace,
+               threads: int) -> dict[str, Any]:
+    """Labeler.label without ROS, fast and reference alternating; the labelling forward's
+    matmul floor; a profile summary per backend."""
+    from torch.profiler import ProfilerActivity, profile
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    peak = gemm_peak_gflops(torch.device('cpu'))
+    cases = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, (scan_name, scan) in itertools.product(args.models, scans.items()):
+                labelers = {}
+                for backend in ('native', 'native-ref'):
+                    path = Path(tmp) / f'{name}-{backend}.pt'
+                    write_checkpoint(path, MODELS[name][0], backend)
+                    labelers[backend] = Labeler(path, min_range_m=1.0, max_range_m=120.0)
+                points = torch.from_numpy(scan)
+                distance = points[:, :3].norm(dim=1)
+                valid = points[(distance >= 1.0) & (distance <= 120.0)]
+                fast = labelers['native']
+                flops = label_flops(fast.model, valid, fast.embeddings)
+                agree = float(np.mean(fast.label(scan).labels
+                                      == labelers['native-ref'].label(scan).labels))
+                times: dict[str, list[float]] = {backend: [] for backend in labelers}
+                for _ in range(2):
+                    for labeler in labelers.values():
+                        labeler.label(scan)
+                for round_index in range(args.rounds * 4):
+                    order = list(labelers.items())
+                    for backend, labeler in order[::-1] if round_index % 2 else order:
+                        start = time.perf_counter()
+                        labeler.label(scan)
+                        times[backend].append((time.perf_counter() - start) * 1e3)
+                profiles = {}
+                for backend, labeler in labelers.items():
+                    with profile(activities=[ProfilerActivity.CPU]) as prof:
+                        labeler.label(scan)
+                    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+                    total = sum(e.self_cpu_time_total for e in events) or 1.0
+                    profiles[backend] = [
+                        {'op': e.key, 'self_ms': round(e.self_cpu_time_total / 1e3, 2),
+                         'share': round(e.self_cpu_time_total / total, 3), 'calls': e.count}
+                        for e in events[:12]]
+                cases.append({
+                    'model': name, 'scan': scan_name, 'threads': threads,
+                    'points_fed': len(valid), 'matmul_gflop': round(flops / 1e9, 3),
+                    'matmul_floor_ms': round(flops / 1e9 / peak * 1e3, 1),
+                    'labels_equal_fast_vs_reference': agree,
+                    'label_ms': {backend: {'median': round(statistics.median(v), 1),
+                                           'min': round(min(v), 1), 'max': round(max(v), 1),
+                                           'all': [round(t, 1) for t in v]}
+                                 for backend, v in times.items()},
+                    'profile_one_label': profiles})
+                print(f'in process: {name} {scan_name}: fast '
+                      f"{cases[-1]['label_ms']['native']['median']} ms, reference "
+                      f"{cases[-1]['label_ms']['native-ref']['median']} ms, floor "
+                      f"{cases[-1]['matmul_floor_ms']} ms", flush=True)
+    finally:
+        torch.set_num_threads(previous)
+    return {'threads': threads, 'gemm_peak_gflops': round(peak, 1), 'cases': cases}
+
+
+COLD_START = """
+import time, torch
+start = time.perf_counter()
+from relkd_core.models.sparse import native_fast
+assert native_fast.fast_ops() is not None, 'the fast path did not build'
+print(time.perf_counter() - start)
+"""
+
+
+def cold_start(scan: np.ndarray, model: str) -> dict[str, Any]:
+    """Seconds to build the fast path in an empty extension cache, to load it from the cache
+    (each in a fresh process), and of the first scan of a fresh Labeler (fast path loaded)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(Path(tmp) / 'cache'),
+                   PYTHONPATH=str(ROOT))
+        timings = []
+        for _ in range(2):
+            done = subprocess.run([sys.executable, '-c', COLD_START], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, check=True)
+            timings.append(float(done.stdout.strip().splitlines()[-1]))
+        path = Path(tmp) / 'model.pt'
+        write_checkpoint(path, MODELS[model][0])
+        start = time.perf_counter()
+        labeler = Labeler(path, min_range_m=1.0, max_range_m=120.0)
+        labeler.label(scan)
+        first = time.perf_counter() - start
+    return {'build_s': round(timings[0], 1), 'cached_load_s': round(timings[1], 1),
+            'first_scan_s': round(first, 2), 'load_average_1min': round(os.getloadavg()[0], 2)}
 
 
 if __name__ == '__main__':

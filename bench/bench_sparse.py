@@ -12,8 +12,13 @@ that memory kept by the allocator from earlier steps does not hide it; on CUDA t
 allocation) and the ratios native/spconv and native/minkowski, and prints a Markdown table.
 A backend that is not installed is recorded as unavailable with the reason.
 
+``native`` runs the compiled fast path (built on first use) and ``native-ref`` the pure-PyTorch
+reference of the same backend; both are timed, interleaved with the others.
+
 It also records the *matrix-product floor* of a step: the floating-point operations of every
-matrix product in one native step (counted op by op, backward included), divided by the rate
+matrix product in one native-ref step (counted op by op, backward included; the reference runs
+every product through torch, the fast path's fused kernels do the same products), divided by the
+rate
 of one large square float32 matrix product on this machine. Every backend does these same
 products (the kernel maps are the same), so no gather–GEMM–scatter engine in float32 can take
 less; ``floor/minkowski`` says how close that floor is to a speed target. Run on demand,
@@ -233,7 +238,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 elapsed = train_step(models[name], scan, config, projection, device)
                 if step >= args.warmup:
                     times[name].append(elapsed)
-        gflop = step_matmul_gflop(models["native"], scan, config, projection, device)
+        counted = "native-ref" if "native-ref" in models else "native"
+        gflop = step_matmul_gflop(models[counted], scan, config, projection, device)
         del models, reference
         peaks = {name: _probe_memory(args, name, target) for name in runnable}
         case: dict[str, Any] = {"target_voxels": target, "voxels": num_voxels,
@@ -249,11 +255,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             case["backends"][name] = {
                 "available": True,
                 "ms_per_step": round(statistics.median(times[name]), 1),
+                "ms_min": round(min(times[name]), 1),
+                "ms_max": round(max(times[name]), 1),
                 "ms_all": [round(t, 1) for t in times[name]],
                 "peak_memory_mib": round(peaks[name] / 2**20, 1),
+                "over_matmul_floor": round(statistics.median(times[name])
+                                           / case["matmul_floor_ms"], 2),
             }
         native = case["backends"]["native"]
-        for other in ("spconv", "minkowski"):
+        for other in ("native-ref", "spconv", "minkowski"):
             entry = case["backends"][other]
             case["ratios"][f"native/{other}"] = (
                 round(native["ms_per_step"] / entry["ms_per_step"], 3)
@@ -298,23 +308,26 @@ def _fields(config: StudentConfig) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        "| voxels | backend | ms / step | peak memory (MiB) | native / this |",
-        "|---:|---|---:|---:|---:|",
+        "| voxels | backend | ms / step (median) | spread (min–max) | peak memory (MiB) | "
+        "native / this | this / matmul floor |",
+        "|---:|---|---:|---|---:|---:|---:|",
     ]
     for case in results["cases"]:
         native_ms = case["backends"]["native"]["ms_per_step"]
         for name, entry in case["backends"].items():
             if not entry["available"]:
-                lines.append(f"| {case['voxels']} | {name} | unavailable | | |")
+                lines.append(f"| {case['voxels']} | {name} | unavailable | | | | |")
                 continue
             ratio = native_ms / entry["ms_per_step"]
             lines.append(f"| {case['voxels']} | {name} | {entry['ms_per_step']:.0f} | "
-                         f"{entry['peak_memory_mib']:.0f} | {ratio:.2f} |")
+                         f"{entry['ms_min']:.0f}–{entry['ms_max']:.0f} | "
+                         f"{entry['peak_memory_mib']:.0f} | {ratio:.2f} | "
+                         f"{entry['over_matmul_floor']:.2f} |")
         floor = case["matmul_floor_ms"]
         lines.append(f"| {case['voxels']} | matrix-product floor "
                      f"({case['matmul_gflop_per_step']:.0f} GFLOP at "
-                     f"{results['gemm_peak_gflops']:.0f} GFLOP/s) | {floor:.0f} | | "
-                     f"{native_ms / floor:.2f} |")
+                     f"{results['gemm_peak_gflops']:.0f} GFLOP/s) | {floor:.0f} | | | "
+                     f"{native_ms / floor:.2f} | 1.00 |")
     return "\n".join(lines)
 
 

@@ -226,3 +226,21 @@ def test_eval_forward_with_folded_batch_norms_matches_the_modules(
     torch.testing.assert_close(folded, modules, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(changed, modules_changed, atol=2e-5, rtol=1e-4)
     assert not torch.allclose(changed, folded)
+
+
+@pytest.mark.parametrize("backend", ["native", "native-ref"])
+def test_autocast_training_step_runs_in_the_lower_precision(
+        backend: str, make_config: ConfigFactory, make_scan: ScanFactory) -> None:
+    # CPU autocast to bfloat16 stands in for CUDA AMP (float16): the sparse convolutions take
+    # autocast's dtype for features and weight, and the weights' gradients stay float32.
+    config = make_config(backend=backend)
+    model = build_student(config).train()
+    batch = voxelize_batch([make_scan(1500)], config)
+    reference = model(batch).detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    out.float().square().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32
+               and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    difference = (out.float() - reference).abs()
+    assert float(difference.mean()) < 0.03 and float(difference.max()) < 0.3

@@ -110,6 +110,12 @@ class NativeGeometry(SparseGeometry):
         return int(self._level(level).coords.shape[0])
 
     def subm_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        features, weight = _autocast_inputs(features, weight)
+        with _no_autocast(features):
+            return self._subm_conv(level, features, weight)
+
+    def _subm_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor
+                   ) -> torch.Tensor:
         kernel_size = round(weight.shape[0] ** (1.0 / 3.0))
         ops = self._fast_ops(features)
         if ops is not None:
@@ -144,17 +150,22 @@ class NativeGeometry(SparseGeometry):
     def down_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         down = self._down_map(level)
         num_out = self.num_voxels(level + 1)
-        if _needs_autograd(features, weight):
-            out: torch.Tensor = _DownConvFunction.apply(features, weight, down, num_out)
-            return out
-        return down_forward(features, weight, down.child_order, down.parent, down.counts, num_out)
+        features, weight = _autocast_inputs(features, weight)
+        with _no_autocast(features):
+            if _needs_autograd(features, weight):
+                out: torch.Tensor = _DownConvFunction.apply(features, weight, down, num_out)
+                return out
+            return down_forward(features, weight, down.child_order, down.parent, down.counts,
+                                num_out)
 
     def up_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         down = self._down_map(level)
-        if _needs_autograd(features, weight):
-            out: torch.Tensor = _UpConvFunction.apply(features, weight, down)
-            return out
-        return up_forward(features, weight, down.child_order, down.parent, down.counts)
+        features, weight = _autocast_inputs(features, weight)
+        with _no_autocast(features):
+            if _needs_autograd(features, weight):
+                out: torch.Tensor = _UpConvFunction.apply(features, weight, down)
+                return out
+            return up_forward(features, weight, down.child_order, down.parent, down.counts)
 
     # --- maps (cached; built by the free functions below) --------------------------------
 
@@ -347,6 +358,22 @@ def pairs_from_table(table: torch.Tensor) -> KernelMap:
                                         torch.split(out_rows, counts), strict=True)):
         pairs.append(None if k == volume // 2 else (ins, outs))
     return pairs
+
+
+def _autocast_inputs(features: torch.Tensor, weight: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Under autocast (AMP), features and weight in its lower precision, as torch's own
+    products get them (the weight's gradient flows back to float32); otherwise unchanged."""
+    device = features.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        return features.to(dtype), weight.to(dtype)
+    return features, weight
+
+
+def _no_autocast(features: torch.Tensor) -> torch.autocast:
+    """The convolution's own products run in the dtype their inputs already have."""
+    return torch.autocast(features.device.type, enabled=False)
 
 
 def _needs_autograd(features: torch.Tensor, weight: torch.Tensor) -> bool:
