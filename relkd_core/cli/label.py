@@ -70,18 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--lidar-topic', default=None,
                         help='PointCloud2 topic to label (default: the preset\'s, else the '
                              'bag\'s only PointCloud2 topic)')
-    parser.add_argument('--intensity-field', default=None,
-                        help='field read as intensity (default: the preset\'s, else the '
-                             'checkpoint\'s)')
-    parser.add_argument('--intensity-scale', type=float, default=None,
-                        help='factor mapping intensity into the student\'s range (default: the '
-                             'preset\'s, else the checkpoint\'s)')
-    parser.add_argument('--min-range-m', type=float, default=None,
-                        help='nearer points are unlabeled (default: the preset\'s, else the '
-                             'checkpoint\'s)')
-    parser.add_argument('--max-range-m', type=float, default=None,
-                        help='farther points are unlabeled (default: the preset\'s, else the '
-                             'checkpoint\'s)')
+    for flag, kind, text in (
+            ('--intensity-field', str, 'field read as intensity'),
+            ('--intensity-scale', float, 'factor mapping intensity into the student\'s range'),
+            ('--min-range-m', float, 'nearer points are unlabeled'),
+            ('--max-range-m', float, 'farther points are unlabeled')):
+        parser.add_argument(flag, type=kind, default=None,
+                            help=f'{text} (default: the preset\'s, else the checkpoint\'s)')
     parser.add_argument('--nan-policy', choices=NAN_POLICIES, default=None,
                         help='drop: points with a non-finite value are left out of the labeled '
                              'cloud; keep: they stay in place, unlabeled, so organised clouds '

@@ -241,22 +241,6 @@ class Labeler:
                                         min_range_m=min_range_m, max_range_m=max_range_m,
                                         max_points=max_points)
 
-    @property
-    def score_threshold(self) -> float:
-        return self.limits.score_threshold
-
-    @property
-    def min_range_m(self) -> float:
-        return self.limits.min_range_m
-
-    @property
-    def max_range_m(self) -> float:
-        return self.limits.max_range_m
-
-    @property
-    def max_points(self) -> int | None:
-        return self.limits.max_points
-
     # --- vocabulary -------------------------------------------------------------------------
 
     @property

@@ -88,6 +88,7 @@ def test_eval_zero_shot_scores_match_a_direct_computation(tiny_prepared: Path, s
     assert 'teacher, visible points' in (tmp_path / 'report.md').read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('protocol', ['linear-probe', 'finetune'])
 def test_eval_few_shot_leaves_labelled_scans_out(tiny_prepared: Path, student: Path,
                                                  tmp_path: Path, protocol: str) -> None:
@@ -100,6 +101,7 @@ def test_eval_few_shot_leaves_labelled_scans_out(tiny_prepared: Path, student: P
     assert 0.0 <= metrics['miou'] <= 100.0 and metrics['protocol'] == protocol
 
 
+@pytest.mark.slow
 def test_eval_gap_of_several_runs_writes_the_scatter(tiny_prepared: Path, student: Path,
                                                      tmp_path: Path) -> None:
     dataset = PreparedDataset(tiny_prepared)

@@ -45,6 +45,7 @@ def _metrics(run: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(('loss', 'part'), [
     ({'weights': {'contrastive': 1.0}, 'superpixels': True}, 'contrastive/segments'),
     ({'weights': {'similarity': 1.0}}, 'similarity/cosine'),
@@ -132,6 +133,7 @@ def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout_s: float = 1
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_train_kill_9_then_resume_repeats_the_losses(tiny_prepared: Path,
                                                      tmp_path: Path) -> None:
     common = {'steps': 8, 'checkpoint_every': 3, 'deterministic': True, 'batch_size': 1,
@@ -159,6 +161,7 @@ def test_train_kill_9_then_resume_repeats_the_losses(tiny_prepared: Path,
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 
+@pytest.mark.slow
 def test_train_sigterm_checkpoints_then_exits_130(tiny_prepared: Path, tmp_path: Path) -> None:
     config = _config(tmp_path, {'prepared': str(tiny_prepared)}, steps=500,
                      checkpoint_every=1000, batch_size=1)
@@ -171,6 +174,7 @@ def test_train_sigterm_checkpoints_then_exits_130(tiny_prepared: Path, tmp_path:
     assert not (tmp_path / 'run' / 'student.pt').exists()
 
 
+@pytest.mark.slow
 def test_train_torchrun_two_processes_gloo(tiny_prepared: Path, tmp_path: Path) -> None:
     config = _config(tmp_path, {'prepared': str(tiny_prepared)}, steps=2, batch_size=1)
     result = subprocess.run(

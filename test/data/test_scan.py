@@ -10,9 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from relkd_core.data.bag import MessageFactory, typestore
 from relkd_core.data.pointcloud import pointcloud_to_array
 from relkd_core.data.scan import MAX_FIELDS, ScanInput, override_scan_input, read_scan
 from relkd_core.errors import DataError
+
+FACTORY = MessageFactory(typestore())
 
 
 def _cloud(names: list[str], num_points: int = 2) -> Any:
@@ -253,3 +256,41 @@ def test_override_scan_input_says_when_nothing_is_recorded() -> None:
     assert notes == ["the checkpoint does not record how its training scans were read; reading "
                      "with intensity 'intensity' × 2, range 0–inf m, non-finite points "
                      "dropped"]
+
+
+def _factory_cloud(height: int) -> tuple[Any, np.ndarray]:
+    """A rosbags PointCloud2 built by the bag writer's MessageFactory (no ROS): x, y, z,
+    intensity (uint8, as many drivers publish it) and ring, ``height`` rows of 4."""
+    dtype = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('intensity', 'u1'),
+                      ('_pad', 'V1'), ('ring', '<u2')])
+    points = np.zeros(4 * height, dtype)
+    points['x'] = np.arange(4 * height, dtype=np.float32) + 1.0
+    points['y'] = -2.0
+    points['intensity'] = np.arange(4 * height) * 10
+    points['ring'] = np.repeat(np.arange(height), 4)
+    return FACTORY.point_cloud(points, 7, 'lidar', height=height, is_dense=False), points
+
+
+def test_read_scan_of_a_message_factory_cloud_scales_and_limits() -> None:
+    msg, points = _factory_cloud(height=2)
+    scan = read_scan(msg, ScanInput(intensity_scale=0.5, min_range_m=3.0, max_range_m=7.0))
+    assert (scan.height, scan.width, scan.nonfinite) == (2, 4, 0)
+    np.testing.assert_array_equal(scan.points[:, 0], points['x'])
+    np.testing.assert_array_equal(scan.points[:, 3], points['intensity'] * 0.5)
+    distance = np.hypot(points['x'], 2.0)
+    np.testing.assert_array_equal(scan.valid, (distance >= 3.0) & (distance <= 7.0))
+    np.testing.assert_array_equal(scan.fields['ring'], [0, 0, 0, 0, 1, 1, 1, 1])
+
+
+def test_read_scan_of_a_message_factory_cloud_drops_or_keeps_nan_points() -> None:
+    msg, points = _factory_cloud(height=2)
+    data = np.frombuffer(bytes(msg.data), points.dtype).copy()
+    data['z'][[1, 6]] = np.nan
+    msg.data = data.view(np.uint8)
+    dropped = read_scan(msg)
+    assert (dropped.height, dropped.width, dropped.nonfinite) == (1, 6, 2)
+    np.testing.assert_array_equal(dropped.fields['ring'], [0, 0, 0, 1, 1, 1])
+    kept = read_scan(msg, ScanInput(nan_policy='keep'))
+    assert (kept.height, kept.width, kept.nonfinite) == (2, 4, 2)
+    np.testing.assert_array_equal(kept.valid, [True, False, True, True, True, True, False, True])
+    np.testing.assert_array_equal(kept.points[kept.valid], dropped.points)

@@ -70,6 +70,7 @@ def test_linear_probe_separates_separable_classes_on_raw_features() -> None:
     assert accuracy > 0.97
 
 
+@pytest.mark.slow
 def test_finetune_fits_the_labelled_scan() -> None:
     torch.manual_seed(0)
     config = StudentConfig(variant='14', width_multiplier=0.125, out_dim=8, voxel_size_m=0.5,

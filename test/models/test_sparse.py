@@ -174,6 +174,7 @@ def _keys(coords: torch.Tensor) -> torch.Tensor:
     return ((shifted[:, 0] * 64 + shifted[:, 1]) * 64 + shifted[:, 2]) * 64 + shifted[:, 3]
 
 
+@pytest.mark.slow
 def test_native_convolutions_pass_gradcheck() -> None:
     coords = random_coords(num_scans=1, density=0.3)
     features = torch.randn(len(coords), 2, dtype=torch.float64, requires_grad=True)

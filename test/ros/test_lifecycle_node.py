@@ -19,6 +19,9 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 
 from relkd_core.infer import LABELED_POINT_DTYPE  # noqa: E402
 
+# Each test starts node processes: run by make test-slow (and CI), not make test.
+pytestmark = pytest.mark.slow
+
 NODE = 'relkd_segment'
 MODULE = 'relkd_ros.segment_lifecycle_node'
 

@@ -36,6 +36,9 @@ from relkd_core.models.distilled import save_checkpoint
 from relkd_ros.environment import PROFILE_VARIABLES, node_environment
 from relkd_ros.segment_node import shipped_config
 
+# Each test starts node processes: run by make test-slow (and CI), not make test.
+pytestmark = pytest.mark.slow
+
 SHIPPED_PARAMS = ROOT / 'config' / 'segment.yaml'
 LAUNCH = ROOT / 'launch' / 'segment.launch.py'
 

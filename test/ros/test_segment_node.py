@@ -31,6 +31,9 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 from relkd_core.infer import LABELED_POINT_DTYPE, UNLABELED, Labeler  # noqa: E402
 from relkd_ros.conversions import image_message, pointfields  # noqa: E402
 
+# Each test starts node processes: run by make test-slow (and CI), not make test.
+pytestmark = pytest.mark.slow
+
 NODE = 'relkd_segment'
 # lidar x forward, y left, z up → camera optical z forward, x right, y down.
 LIDAR_TO_CAMERA = 'lidar cam 0 0 0 -0.5 0.5 -0.5 0.5'

@@ -168,6 +168,7 @@ def _raw_payloads(path: Path) -> list[tuple[str, int, bytes]]:
         reader.close()
 
 
+@pytest.mark.slow
 def test_record_is_deterministic(tmp_path: Path) -> None:
     rig = RIGS['kitti'].with_image_size(64, 32)
     for name in ('a', 'b'):

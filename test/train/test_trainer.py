@@ -100,6 +100,7 @@ def test_trainer_run_writes_the_checkpoint_contract(tiny_prepared: Path, tmp_pat
     assert records[0]['loss'] == pytest.approx(reports[0].loss)
 
 
+@pytest.mark.slow
 def test_trainer_run_stops_with_a_resumable_checkpoint(tiny_prepared: Path, tmp_path: Path
                                                        ) -> None:
     config = _config(tmp_path, tiny_prepared, steps=5, checkpoint_every=10)

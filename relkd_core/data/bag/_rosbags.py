@@ -26,9 +26,17 @@ from rosbags.typesys.store import Typestore
 
 from relkd_core.errors import BagError
 
-__all__ = ['AnyReader', 'AnyReaderError', 'Connection', 'ConnectionExtRosbag2', 'Nodetype',
-           'Qos', 'QosDurability', 'QosHistory', 'QosLiveliness', 'QosReliability', 'QosTime',
-           'Storage', 'StoragePlugin', 'Typestore', 'Writer', 'typestore']
+__all__ = ['LATCHED_QOS', 'AnyReader', 'AnyReaderError', 'Connection', 'ConnectionExtRosbag2',
+           'Nodetype', 'Qos', 'Storage', 'StoragePlugin', 'Typestore', 'Writer', 'typestore']
+
+#: ``/tf_static`` must be offered transient-local so that late subscribers (RViz, tf2
+#: listeners) still receive it when the bag is played back.
+LATCHED_QOS = Qos(
+    history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+    durability=QosDurability.TRANSIENT_LOCAL, deadline=QosTime(0, 0), lifespan=QosTime(0, 0),
+    liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=QosTime(0, 0),
+    avoid_ros_namespace_conventions=False,
+)
 
 #: The storages of a ROS 2 bag that relkd reads and writes.
 Storage = Literal['mcap', 'sqlite3']

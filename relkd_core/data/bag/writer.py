@@ -16,14 +16,9 @@ from typing import Any, Literal, cast
 
 from relkd_core.atomic import make_staging_dir
 from relkd_core.data.bag._rosbags import (
+    LATCHED_QOS,
     Connection,
     ConnectionExtRosbag2,
-    Qos,
-    QosDurability,
-    QosHistory,
-    QosLiveliness,
-    QosReliability,
-    QosTime,
     Storage,
     StoragePlugin,
     Typestore,
@@ -36,14 +31,6 @@ from relkd_core.outputs import mark_output
 
 __all__ = ['LATCHED_QOS', 'BagWriter']
 
-#: ``/tf_static`` must be offered transient-local so that late subscribers (RViz, tf2
-#: listeners) still receive it when the bag is played back.
-LATCHED_QOS = Qos(
-    history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
-    durability=QosDurability.TRANSIENT_LOCAL, deadline=QosTime(0, 0), lifespan=QosTime(0, 0),
-    liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=QosTime(0, 0),
-    avoid_ros_namespace_conventions=False,
-)
 
 
 class BagWriter:
