@@ -1,4 +1,6 @@
-# Two commands matter: `make demo` and `make test`. Both create .venv on first use.
+# Two commands matter: `make demo` and `make test`. Both create .venv on first use. `make test`
+# leaves out the tests marked slow (node processes, training runs); `make test-slow` runs them,
+# and CI (.ci/run) runs both.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ ROS_WHEELS := "ros-rclpy[fastrtps]" ros-sensor-msgs ros-std-msgs ros-geometry-ms
 DEMO_OUT ?= demo_out
 DEMO_FRAMES ?= 20
 
-.PHONY: install test lint demo bench reproduce clean
+.PHONY: install test test-slow lint demo bench reproduce clean
 
 install: $(STAMP)
 
@@ -25,7 +27,10 @@ lint: install
 	$(BIN)/mypy relkd_core
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -m slow
 
 # The whole pipeline on the synthetic world, CPU-sized (about 15 minutes on 2 cores the first
 # time; a rerun reuses every step already done): record a training drive, a held-back drive
