@@ -60,6 +60,10 @@ STUDY_TEACHERS: dict[str, tuple[str, str | None]] = {
 }
 
 
+def _seed_list(text: str) -> list[int]:
+    return [int(t) for t in text.split(',') if t.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='relkd-bench', description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='bench', required=True)
@@ -92,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help='paper.json of an earlier synthetic-teacher comparison (one teacher, '
                             'same steps, frames and label fraction): its runs are taken as the '
                             "'synthetic' teacher's runs instead of retraining them")
+    paper.add_argument('--at-step', type=positive_int, default=None,
+                       help='evaluate the step-N checkpoint of each run instead of training it '
+                            '(a snapshot of a run cut short; cached as paper_eval_stepN.json)')
+    paper.add_argument('--snapshot-steps', type=_seed_list, default=[],
+                       help='comma-separated steps: a run without a final evaluation is '
+                            'reported from its snapshot at the first of these evaluated')
     paper.add_argument('--report-only', action='store_true',
                        help='train and evaluate nothing: write the report from what is on disk')
     paper.add_argument('--threads', type=positive_int, default=None,
@@ -322,16 +332,21 @@ def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _evaluate(run_dir: Path, teacher: str, loss: str, seed: int, data: dict[str, Path],
-              label_fraction: float) -> dict[str, Any]:
+              label_fraction: float, at_step: int | None = None) -> dict[str, Any]:
+    """The four evaluations of a run's student (``at_step``: of its step checkpoint
+    instead, cached separately)."""
     from relkd_core.eval.evaluate import EvalConfig, evaluate
     from relkd_core.eval.fewshot import FewShotConfig
 
-    cached = run_dir / 'paper_eval.json'
+    cached = run_dir / _eval_name(at_step)
     if cached.exists():
         result: dict[str, Any] = json.loads(cached.read_text())
         return result
     started = time.perf_counter()
-    student = run_dir / 'student.pt'
+    student = run_dir / 'student.pt' if at_step is None else \
+        run_dir / 'checkpoints' / f'step_{at_step:07d}.pt'
+    if not student.exists():
+        raise RelkdError(f'{student} is missing (a run keeps its last three step checkpoints)')
     fewshot = FewShotConfig(seed=seed)
     zero = evaluate(student, data['val'], EvalConfig(protocol='zero-shot', fewshot=fewshot))
     probe_in = evaluate(student, data['val'], EvalConfig(
@@ -356,8 +371,14 @@ def _evaluate(run_dir: Path, teacher: str, loss: str, seed: int, data: dict[str,
                             'probe_ood': _scores(probe_ood.metrics),
                             'zero_shot_ood': _scores(zero_ood.metrics)},
               'eval_seconds': round(time.perf_counter() - started, 1)}
+    if at_step is not None:
+        result['step'] = at_step
     write_text_atomic(cached, json.dumps(result, indent=2) + '\n')
     return result
+
+
+def _eval_name(at_step: int | None) -> str:
+    return 'paper_eval.json' if at_step is None else f'paper_eval_step{at_step}.json'
 
 
 def _evaluate_snapshot(run_dir: Path, teacher: str, loss: str, step: int,
@@ -508,10 +529,6 @@ def _import_runs(out: Path, path: Path, args: argparse.Namespace) -> str:
     return f'{len(runs)} synthetic-teacher runs from {path}'
 
 
-def _seed_list(text: str) -> list[int]:
-    return [int(t) for t in text.split(',') if t.strip()]
-
-
 def _paper(args: argparse.Namespace) -> int:
     if not 0.0 < args.label_fraction <= 1.0:
         raise UsageError(f'--label-fraction must be in (0, 1], got {args.label_fraction}')
@@ -564,7 +581,10 @@ def _paper(args: argparse.Namespace) -> int:
         for teacher, loss, seed in work:
             bar.set_postfix(run=f'{teacher} {loss} seed {seed}')
             run_dir = out / 'runs' / teacher / f'{loss}_seed{seed}'
-            if not (run_dir / 'paper_eval.json').exists():
+            if args.at_step is not None:  # a snapshot of a run trained (or training) already
+                _evaluate(run_dir, teacher, loss, seed, data[teacher], args.label_fraction,
+                          args.at_step)
+            elif not (run_dir / 'paper_eval.json').exists():
                 _train(run_dir, teacher, loss, seed, data[teacher]['train'], args.steps,
                        args.threads)
                 _evaluate(run_dir, teacher, loss, seed, data[teacher], args.label_fraction)
@@ -584,10 +604,12 @@ def _paper(args: argparse.Namespace) -> int:
     for teacher in teachers:
         for seed in range(args.seeds):
             for loss in args.losses:
-                cached = out / 'runs' / teacher / f'{loss}_seed{seed}' / 'paper_eval.json'
-                if cached.exists():
-                    runs.append({'teacher_setup': teacher,
-                                 **json.loads(cached.read_text())})
+                run_dir = out / 'runs' / teacher / f'{loss}_seed{seed}'
+                cached = run_dir / 'paper_eval.json'
+                snapshots = [run_dir / _eval_name(step) for step in args.snapshot_steps]
+                found = [p for p in (cached, *snapshots) if p.exists()]
+                if found:
+                    runs.append({'teacher_setup': teacher, **json.loads(found[0].read_text())})
                 else:
                     missing.append(f'{teacher} {loss} seed {seed}')
     curves = []

@@ -290,6 +290,7 @@ def write_study(out: Path, runs: Sequence[dict[str, Any]], settings: dict[str, A
     for teacher in teachers:
         mine = [r for r in runs if r.get('teacher_setup') == teacher]
         per_teacher[teacher] = {
+            'snapshot_steps': sorted({int(r['step']) for r in mine if r.get('step')}),
             'table': aggregate(mine), 'claims': study_claims(mine),
             'spearman': rank_correlations(mine), 'gap_pearson': correlations(mine),
             'per_class_zero_shot': per_class_means(mine, 'zero_shot'),
@@ -319,7 +320,8 @@ def write_study(out: Path, runs: Sequence[dict[str, Any]], settings: dict[str, A
     if settings.get('missing'):
         lines += ['Not run (missing from this report): ' + '; '.join(settings['missing']), '']
     if settings.get('imported'):
-        lines += ['Imported runs: ' + settings['imported'], '']
+        lines += ['Runs taken from an earlier comparison (same configs; no per-class figures): '
+                  + ', '.join(settings['imported']), '']
     lines += ['## The teachers\' own zero-shot mIoU', '',
               'teacher_pixels: every labelled pixel; teacher_projected: every point-pixel pair; '
               'teacher_visible: one pair per camera-visible point, the points of the '
@@ -337,7 +339,9 @@ def write_study(out: Path, runs: Sequence[dict[str, Any]], settings: dict[str, A
               't-interval; holds: interval above 0; does not hold: below 0; undecided: it '
               'contains 0. Gap claim: Spearman rho of the gap with zero-shot and probe mIoU '
               'over the teacher\'s runs (holds when both are negative).', '',
-              '| claim | ' + ' | '.join(teachers) + ' |', '|---|' + '---|' * len(teachers)]
+              '| claim | ' + ' | '.join(
+                  t + ''.join(f' (step {s})' for s in per_teacher[t]['snapshot_steps'])
+                  for t in teachers) + ' |', '|---|' + '---|' * len(teachers)]
     for i, (claim, _, _, _) in enumerate((*PAIRED_CLAIMS, (GAP_CLAIM, '', '', ''))):
         cells = []
         for teacher in teachers:
@@ -351,7 +355,11 @@ def write_study(out: Path, runs: Sequence[dict[str, Any]], settings: dict[str, A
         lines.append(f'| {claim} | ' + ' | '.join(cells) + ' |')
     for teacher in teachers:
         info = per_teacher[teacher]
-        lines += ['', f'## Teacher `{teacher}` ({info["runs"]} runs)', '',
+        snapshot_steps = sorted({int(r['step']) for r in runs
+                                 if r.get('teacher_setup') == teacher and r.get('step')})
+        cut = (f", snapshots at step {', '.join(map(str, snapshot_steps))} of the "
+               f"{settings.get('steps')}-step schedule" if snapshot_steps else '')
+        lines += ['', f'## Teacher `{teacher}` ({info["runs"]} runs{cut})', '',
                   table_markdown(info['table']), '',
                   'Spearman rho of the gap with: ' + ', '.join(
                       f"{k} {_fmt(v['rho'], 2)}" for k, v in info['spearman'].items()), '']
