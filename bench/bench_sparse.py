@@ -210,6 +210,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "device": str(device),
+            "load_average_1min_start": round(os.getloadavg()[0], 2),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         },
         "model": {"variant": args.variant, "width_multiplier": args.width},
         "protocol": (f"median of {args.repeats} interleaved steps after {args.warmup} warm-up "
@@ -273,6 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 round(case["matmul_floor_ms"] / entry["ms_per_step"], 3)
                 if entry["available"] else None
             )
+        case["load_average_1min_end"] = round(os.getloadavg()[0], 2)
         results["cases"].append(case)
         print(f"done: {num_voxels} voxels", flush=True)
     return results
