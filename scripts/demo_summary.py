@@ -61,7 +61,15 @@ def summary(root: Path) -> list[str]:
         lines.append(f"  zero-shot    3D student mIoU {_pct(zero['miou'])} on all points of the "
                      f"held-back drive; on camera-visible points student "
                      f"{_pct(zero['visible']['miou'])} vs the 2D teacher "
-                     f"{_pct(zero['teacher_miou'])}")
+                     f"{_pct(zero['teacher_miou'])} (teacher_visible)")
+        per_class = zero.get('per_class_iou') or {}
+        predicted = zero.get('predicted_points') or {}
+        scored = [n for n, iou in per_class.items() if iou]
+        if per_class:
+            lines.append(f'  per class    student IoU > 0 on {len(scored)} of {len(per_class)} '
+                         'classes; ' + ', '.join(
+                             f'{n} {per_class[n]:.0f}% ({predicted.get(n, 0)} pts predicted)'
+                             for n in sorted(scored, key=lambda n: -per_class[n])))
         if zero.get('gap'):
             lines.append(f"  gap          CKA {zero['gap']['cka']:.3f}, mean |KKᵀ − QQᵀ| "
                          f"{zero['gap']['relational_gap']:.3f}")
