@@ -55,6 +55,7 @@ def _metrics(out: Path) -> dict:  # type: ignore[type-arg]
     return json.loads((out / 'metrics.json').read_text())
 
 
+@pytest.mark.slow
 def test_eval_zero_shot_scores_match_a_direct_computation(tiny_prepared: Path, student: Path,
                                                           tmp_path: Path) -> None:
     assert main(['--checkpoint', str(student), '--data', str(tiny_prepared),

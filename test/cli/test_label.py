@@ -194,6 +194,7 @@ def _first_cloud(out: Path) -> np.ndarray:
     return np.frombuffer(cloud.data, LABELED_POINT_DTYPE)
 
 
+@pytest.mark.slow
 def test_label_reads_scans_as_the_checkpoint_records(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     recorded = ScanInput(intensity_scale=INTENSITY_SCALE, min_range_m=MIN_RANGE_M,
@@ -221,6 +222,7 @@ def test_label_reads_scans_as_the_checkpoint_records(tmp_path: Path,
                                   read_scan(scan).points[:, 3])
 
 
+@pytest.mark.slow
 def test_label_overwrite_replaces_the_output(checkpoint: Path, tmp_path: Path) -> None:
     bag = _write_input_bag(tmp_path / 'input', 'mcap')
     out = tmp_path / 'labeled'

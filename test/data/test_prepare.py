@@ -135,6 +135,7 @@ def test_prepare_dataset_splits_across_ranks_and_loader_workers(tiny_bags: dict,
     assert {k.split(':')[0] for k in seen} == {'0', '1'}
 
 
+@pytest.mark.slow
 def test_prepare_shard_groups_and_workers_give_the_same_manifest(tiny_bags: dict,
                                                                 tmp_path: Path) -> None:
     bag, preset = tiny_bags[('kitti', 'mcap')], load_preset('synth-kitti')
@@ -213,6 +214,7 @@ def test_prepare_superpixels_stay_aligned_when_pairs_are_subsampled(tiny_bags: d
                                   np.arange(len(np.unique(part.pair_superpixel))))
 
 
+@pytest.mark.slow
 def test_prepare_superpixels_from_workers_match_a_single_process(tiny_bags: dict,
                                                                  tmp_path: Path) -> None:
     bag, preset = tiny_bags[('kitti', 'mcap')], load_preset('synth-kitti')

@@ -45,6 +45,7 @@ def _with_running_statistics(model: Model) -> Model:
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     {"voxelization": "cartesian", "stem_kernel_size": 5, "input_features": "xyzi"},
     {"voxelization": "cylindrical", "voxel_size_m": 0.3, "variant": "18"},
@@ -108,6 +109,7 @@ def _checkpoint_file(path: Path, config: StudentConfig) -> tuple[Path, Distilled
     return path, student
 
 
+@pytest.mark.slow
 def test_relkd_export_writes_a_file_that_runs_without_relkd(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], make_config: ConfigFactory,
         make_scan: ScanFactory) -> None:
@@ -142,6 +144,7 @@ def test_relkd_export_writes_a_file_that_runs_without_relkd(
                                rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_relkd_export_backbone_only_and_refusals(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], make_config: ConfigFactory,
         make_scan: ScanFactory) -> None:

@@ -47,6 +47,7 @@ def test_best_entries_equal_per_point_features_matched_with_the_text(
     assert torch.equal(with_features.index, index)
 
 
+@pytest.mark.slow
 def test_bfloat16_labels_agree_with_float32(make_config: ConfigFactory,
                                             make_scan: ScanFactory) -> None:
     model = student(make_config(width_multiplier=0.25))

@@ -61,6 +61,7 @@ def _play(bag: Path, domain_id: int, *args: str) -> subprocess.Popen[bytes]:
                             stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_play_publishes_every_scan_with_its_stamp_at_the_scaled_rate(bag: Path) -> None:
     domain = free_domain_id()
     probe = Probe(domain, 'relkd_play_probe')
