@@ -21,7 +21,7 @@ are.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -367,7 +367,7 @@ def build_student(config: StudentConfig) -> MinkUNet:
 
 def _fold(conv: nn.Module, norm: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of ``conv`` followed by the eval-mode batch norm ``norm`` (if any)."""
-    weight: torch.Tensor = conv.weight
+    weight = cast(torch.Tensor, conv.weight)
     conv_bias = getattr(conv, "bias", None)
     bias = conv_bias if conv_bias is not None else weight.new_zeros(weight.shape[2])
     if norm is None:

@@ -244,3 +244,12 @@ def test_autocast_training_step_runs_in_the_lower_precision(
                and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
     difference = (out.float() - reference).abs()
     assert float(difference.mean()) < 0.03 and float(difference.max()) < 0.3
+
+
+def test_wide_layers_take_the_reference_path(ops: object) -> None:
+    geometry = NativeGeometry(cloud_coords(200), 2)
+    features = torch.randn(geometry.num_voxels(0), 160)
+    out = geometry.subm_conv(0, features, torch.randn(27, 160, 128))
+    assert out.shape == (geometry.num_voxels(0), 128) and not geometry._tables
+    geometry.subm_conv(0, features[:, :128], torch.randn(27, 128, 128))
+    assert list(geometry._tables) == [(0, 3)]
