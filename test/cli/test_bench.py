@@ -68,7 +68,7 @@ def test_bench_import_runs_refuses_other_settings(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"settings differ.*'steps': \(100, 300\)"):
         _import_runs(tmp_path / 'out', earlier, _args())
     earlier.write_text('{}')
-    with pytest.raises(UsageError, match='not a paper.json'):
+    with pytest.raises(UsageError, match=r'not a paper\.json'):
         _import_runs(tmp_path / 'out', earlier, _args())
 
 

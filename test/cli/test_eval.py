@@ -165,6 +165,7 @@ def test_eval_bad_usage_exits_2(tiny_prepared: Path, student: Path, tmp_path: Pa
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_overwrite_replaces_only_a_report_it_wrote(
         tiny_prepared: Path, student: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

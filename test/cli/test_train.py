@@ -76,6 +76,7 @@ def test_train_main_two_steps_per_loss(tiny_prepared: Path, tmp_path: Path,
     assert student.scan_input == lidar.scan_input and student.taxonomy == 'nuscenes16'
 
 
+@pytest.mark.slow
 def test_train_main_prepares_bags_first(tiny_bags: dict[tuple[str, str], Path],
                                         tmp_path: Path) -> None:
     bag = tiny_bags[('nuscenes', 'sqlite3')]
@@ -200,6 +201,7 @@ def trained_run(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -
     return root / 'run'
 
 
+@pytest.mark.slow
 def test_train_refuses_a_run_folder_with_checkpoints_without_resume(
         trained_run: Path, tiny_prepared: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,6 +218,7 @@ def test_train_refuses_a_run_folder_with_checkpoints_without_resume(
     assert {p: p.read_bytes() for p in run.rglob('*') if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_train_second_trainer_refuses_naming_the_owner(
         tiny_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(tmp_path, {'prepared': str(tiny_prepared)})
@@ -228,6 +231,7 @@ def test_train_second_trainer_refuses_naming_the_owner(
     assert list(run.iterdir()) == []  # its lock went with it; nothing was added
 
 
+@pytest.mark.slow
 def test_train_takes_over_the_lock_and_sweeps_the_temporaries_of_a_dead_run(
         tiny_prepared: Path, tmp_path: Path) -> None:
     config = _config(tmp_path, {'prepared': str(tiny_prepared)}, steps=1)
@@ -247,6 +251,7 @@ def test_train_takes_over_the_lock_and_sweeps_the_temporaries_of_a_dead_run(
     assert not [p for p in run.rglob('.*.tmp')]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(('edit', 'message'), [
     (lambda raw: raw['training'].pop('optimizer'),
      "cannot resume from this checkpoint: its training state does not fit this run (lacks "
