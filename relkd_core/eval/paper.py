@@ -13,6 +13,7 @@ whether our figures agree with the paper's three claims.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -26,7 +27,8 @@ from relkd_core.eval.report import pearson
 
 __all__ = ['COLUMNS', 'GAP_CLAIM', 'PAIRED_CLAIMS', 'QUALITY', 'aggregate', 'claims',
            'correlations', 'paired_difference', 'per_class_means', 'rank_correlations',
-           'spearman', 'study_claims', 't_quantile', 'table_markdown', 'write_study']
+           'spearman', 'spearman_p_values', 'study_claims', 't_quantile', 'table_markdown',
+           'write_study']
 
 # (key, header) of the table, in order.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -188,30 +190,67 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return pearson(list(_ranks(x)), list(_ranks(y)))
 
 
+def spearman_p_values(x: Sequence[float], y: Sequence[float], *, samples: int = 20000,
+                      seed: int = 0) -> tuple[float, float] | None:
+    """One-sided permutation p-values of Spearman's rho: (P(rho_perm <= rho), P(rho_perm >=
+    rho)) over permutations of ``y`` (all of them up to 8 pairs, else ``samples`` seeded
+    draws). None where rho is undefined."""
+    rho = spearman(x, y)
+    if rho is None:
+        return None
+    rx, ry = _ranks(x), _ranks(y)
+    n = len(rx)
+    if n <= 8:
+        perms = np.array(list(itertools.permutations(range(n))))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.array([rng.permutation(n) for _ in range(samples)])
+    shuffled = ry[perms]  # (P, n)
+    cx = rx - rx.mean()
+    cy = shuffled - shuffled.mean(axis=1, keepdims=True)
+    rhos = (cy @ cx) / (np.linalg.norm(cy, axis=1) * np.linalg.norm(cx))
+    tolerance = 1e-12
+    return (float(np.mean(rhos <= rho + tolerance)), float(np.mean(rhos >= rho - tolerance)))
+
+
 def rank_correlations(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Spearman's rho of the gap with each quality figure over ``runs``, with the number of
-    runs."""
+    """Spearman's rho of the gap with each quality figure over ``runs``, the number of runs and
+    one-sided permutation p-values (``p_negative``: of a rho this low by chance,
+    ``p_positive``: this high)."""
     out: dict[str, dict[str, Any]] = {}
     for key in QUALITY:
         pairs = [(float(r['gap']), float(r[key])) for r in runs
                  if r.get('gap') is not None and r.get(key) is not None]
-        rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
-        out[key] = {'rho': None if rho is None else round(rho, 3), 'runs': len(pairs)}
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        rho = spearman(xs, ys)
+        p_values = spearman_p_values(xs, ys)
+        out[key] = {'rho': None if rho is None else round(rho, 3), 'runs': len(pairs),
+                    'p_negative': None if p_values is None else round(p_values[0], 4),
+                    'p_positive': None if p_values is None else round(p_values[1], 4)}
     return out
 
 
 def study_claims(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per claim: the paired difference, its interval and verdict (for the gap claim: the
-    Spearman rho of the gap with zero-shot and probe mIoU, 'holds' when both are negative)."""
+    Spearman rho of the gap with zero-shot and probe mIoU, 'holds' when both are negative with
+    a one-sided permutation p below 0.05, 'does not hold' when both are positive so, else
+    'undecided')."""
     out = [{'claim': claim, 'metric': metric, 'loss': loss, 'baseline': baseline,
             **paired_difference(runs, metric, loss, baseline)}
            for claim, metric, loss, baseline in PAIRED_CLAIMS]
     rho = rank_correlations(runs)
-    values = [rho[k]['rho'] for k in ('zero_shot', 'probe_in')]
-    verdict = ('undecided' if any(v is None for v in values) else 'holds'
-               if all(v < 0 for v in values) else 'does not hold')
-    out.append({'claim': GAP_CLAIM, 'metric': 'spearman', 'rho': {
-        k: rho[k]['rho'] for k in ('zero_shot', 'probe_in')}, 'verdict': verdict})
+    keys = ('zero_shot', 'probe_in')
+    if any(rho[k]['rho'] is None for k in keys):
+        verdict = 'undecided'
+    elif all(rho[k]['p_negative'] < 0.05 for k in keys):
+        verdict = 'holds'
+    elif all(rho[k]['p_positive'] < 0.05 for k in keys):
+        verdict = 'does not hold'
+    else:
+        verdict = 'undecided'
+    out.append({'claim': GAP_CLAIM, 'metric': 'spearman', 'rho': {k: rho[k]['rho'] for k in keys},
+                'p_negative': {k: rho[k]['p_negative'] for k in keys},
+                'p_positive': {k: rho[k]['p_positive'] for k in keys}, 'verdict': verdict})
     return out
 
 
@@ -338,7 +377,8 @@ def write_study(out: Path, runs: Sequence[dict[str, Any]], settings: dict[str, A
               'Mean paired difference (loss − baseline, same seed) over seeds with its 95% '
               't-interval; holds: interval above 0; does not hold: below 0; undecided: it '
               'contains 0. Gap claim: Spearman rho of the gap with zero-shot and probe mIoU '
-              'over the teacher\'s runs (holds when both are negative).', '',
+              'over the teacher\'s runs (holds when both are negative with a one-sided '
+              'permutation p < 0.05; does not hold when both are positive so).', '',
               '| claim | ' + ' | '.join(
                   t + ''.join(f' (step {s})' for s in per_teacher[t]['snapshot_steps'])
                   for t in teachers) + ' |', '|---|' + '---|' * len(teachers)]

@@ -15,6 +15,7 @@ from relkd_core.eval.paper import (
     per_class_means,
     rank_correlations,
     spearman,
+    spearman_p_values,
     study_claims,
     t_quantile,
     write_study,
@@ -83,9 +84,23 @@ def test_rank_correlations_and_gap_claim() -> None:
     assert rho['probe_in']['runs'] == 9 and rho['probe_in']['rho'] < -0.4
     claims = study_claims(RUNS)
     assert [c['verdict'] for c in claims[:3]] == ['holds', 'holds', 'holds']
-    assert claims[3]['verdict'] in ('holds', 'does not hold')
-    assert claims[3]['verdict'] == ('holds' if rho['zero_shot']['rho'] < 0 and
-                                    rho['probe_in']['rho'] < 0 else 'does not hold')
+    assert claims[3]['rho'] == {'zero_shot': rho['zero_shot']['rho'],
+                                'probe_in': rho['probe_in']['rho']}
+    # Quality falling with the gap in every run: significant, the claim holds.
+    ordered = [{**r, 'gap': 0.01 * i, 'zero_shot': 50.0 - i, 'probe_in': 60.0 - i}
+               for i, r in enumerate(RUNS)]
+    assert study_claims(ordered)[3]['verdict'] == 'holds'
+    rising = [{**r, 'zero_shot': 10.0 + i, 'probe_in': 20.0 + i} for i, r in enumerate(ordered)]
+    assert study_claims(rising)[3]['verdict'] == 'does not hold'
+    # Three runs cannot decide it whatever their order (smallest p is 1/6).
+    assert study_claims(ordered[:3])[3]['verdict'] == 'undecided'
+
+
+def test_spearman_p_values_exact_and_sampled() -> None:
+    assert spearman_p_values([1, 2, 3], [3, 2, 1]) == pytest.approx((1 / 6, 1.0))
+    low, high = spearman_p_values(list(range(10)), list(range(10)))
+    assert high < 1e-3 and low == 1.0
+    assert spearman_p_values([1, 2], [1, 2]) is None
 
 
 def test_per_class_means_average_iou_and_predicted_counts() -> None:
