@@ -147,7 +147,8 @@ def gap_scatter(runs: Sequence[dict[str, Any]], path: Path, *, y_key: str = 'mio
     axes.set_xlabel('structural gap: mean |KKᵀ − QQᵀ| (lower is closer)')
     axes.set_ylabel(y_label)
     axes.set_title('gap vs quality' + (f' (Pearson r = {r:.2f})' if r is not None else ''))
-    axes.legend()
+    # Beside the axes: with a run group per teacher and loss, a legend inside hides points.
+    axes.legend(loc='upper left', bbox_to_anchor=(1.02, 1.0), fontsize='small')
     return _save(figure, path)
 
 
