@@ -70,7 +70,9 @@ def test_train_main_two_steps_per_loss(tiny_prepared: Path, tmp_path: Path,
     assert (run / 'config.yaml').exists() and (run / 'last.pt').exists()
     # The checkpoint is plain data: torch's safe loader reads it without any allow-listing.
     raw = torch.load(run / 'student.pt', weights_only=True)
-    assert raw['format'] == 'relkd-checkpoint/2'
+    assert raw['format'] == 'relkd-checkpoint/3'
+    assert json.loads(raw['teacher']) == {'name': 'synthetic', 'config': None,
+                                          'id': student.teacher_id}
     # How the scans were read and the labels' taxonomy travel with the student.
     lidar = load_preset('synth-nuscenes').lidar
     assert student.scan_input == lidar.scan_input and student.taxonomy == 'nuscenes16'
