@@ -45,12 +45,11 @@ from relkd_core.eval.fewshot import (
 )
 from relkd_core.eval.gap import sample_rows, structural_gap
 from relkd_core.eval.teacher_scores import first_pairs, predicted_counts
-from relkd_core.infer.labeler import stored_vocabulary, teacher_text_encoder
+from relkd_core.infer.labeler import CheckpointText, stored_vocabulary, teacher_text_encoder
 from relkd_core.metrics import confusion_matrix
 from relkd_core.models.distilled import DistilledStudent, StudentCheckpoint, load_checkpoint
 from relkd_core.models.distilled import scan_features as student_features
 from relkd_core.taxonomy import NUSCENES16, Taxonomy, load_taxonomy
-from relkd_core.teachers.base import normalize_rows
 from relkd_core.teachers.evaluate import ZeroShotResult, predict_labels
 from relkd_core.teachers.vocabulary import Vocabulary
 
@@ -123,17 +122,16 @@ def checkpoint_text(checkpoint: StudentCheckpoint, vocabulary: Vocabulary | None
                     ) -> tuple[Vocabulary, NDArray[np.float32]]:
     """The vocabulary and its (C, teacher_dim) unit text embeddings for ``checkpoint``.
 
-    The checkpoint's stored embeddings serve its own vocabulary (and ``None``); another
-    vocabulary is embedded by the checkpoint's own teacher text side
-    (:func:`~relkd_core.infer.teacher_text_encoder`, which checks the teacher id).
+    ``None``: the checkpoint's stored vocabulary. Embedded as the Labeler embeds it
+    (:class:`~relkd_core.infer.labeler.CheckpointText`): stored rows for the entries whose
+    prompts the checkpoint stored, the checkpoint's own teacher text side for the others.
     """
-    stored = stored_vocabulary(checkpoint)
-    if stored is not None and checkpoint.text_embeddings is not None and (
-            vocabulary is None or vocabulary == stored):
-        return stored, checkpoint.text_embeddings.float().numpy()
     if vocabulary is None:
-        raise CheckpointError('the checkpoint stores no vocabulary; pass one')
-    return vocabulary, normalize_rows(teacher_text_encoder(checkpoint).text_features(vocabulary))
+        vocabulary = stored_vocabulary(checkpoint)
+        if vocabulary is None:
+            raise CheckpointError('the checkpoint stores no vocabulary; pass one')
+    text = CheckpointText(checkpoint, lambda: teacher_text_encoder(checkpoint))
+    return vocabulary, text.embed(vocabulary).numpy()
 
 
 def _closed_set(vocabulary: Vocabulary, taxonomy: Taxonomy) -> None:

@@ -33,7 +33,7 @@ from relkd_core.models.inference import best_entries, check_precision
 from relkd_core.taxonomy import NUSCENES16, Taxonomy, load_taxonomy
 from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
 
-__all__ = ['UNLABELED', 'LabelLimits', 'LabelResult', 'Labeler', 'TextEncoder',
+__all__ = ['UNLABELED', 'CheckpointText', 'LabelLimits', 'LabelResult', 'Labeler', 'TextEncoder',
            'VocabularyEmbedding', 'resolve_vocabulary', 'stored_vocabulary', 'teacher_text_encoder']
 
 _LOG = logging.getLogger(__name__)
@@ -144,6 +144,80 @@ def stored_vocabulary(checkpoint: StudentCheckpoint) -> Vocabulary | None:
     return checkpoint.vocabulary
 
 
+class CheckpointText:
+    """The one text-embedding path for a checkpoint, used by the :class:`Labeler` and by
+    relkd-eval: every entry whose prompts the checkpoint stored gets its stored row, the others
+    are embedded by the teacher's text side (``text_encoder``: an encoder, a zero-argument
+    factory called on first need, or None for :func:`teacher_text_encoder`), checked to be the
+    teacher the student was distilled from. Thread-safe.
+
+    Raises CheckpointError when the stored rows do not match the stored vocabulary.
+    """
+
+    def __init__(self, checkpoint: StudentCheckpoint,
+                 text_encoder: TextEncoder | Callable[[], TextEncoder] | None = None) -> None:
+        self.checkpoint = checkpoint
+        self._source = text_encoder
+        self._encoder: TextEncoder | None = None
+        self._lock = threading.Lock()
+        self._stored: dict[tuple[str, ...], torch.Tensor] = {}
+        stored = checkpoint.vocabulary
+        if stored is not None and checkpoint.text_embeddings is not None:
+            rows = checkpoint.text_embeddings.float()
+            if tuple(rows.shape) != (len(stored), checkpoint.teacher_dim):
+                raise CheckpointError(
+                    f'the checkpoint stores {tuple(rows.shape)} text embeddings for '
+                    f'{len(stored)} vocabulary entries of dimension '
+                    f'{checkpoint.teacher_dim}')
+            for prompts, row in zip(stored.prompts, rows, strict=True):
+                self._stored[prompts] = row
+
+    def embed(self, vocabulary: Vocabulary) -> torch.Tensor:
+        """(C, D) float32 unit rows on the CPU, one per entry of ``vocabulary``."""
+        missing = [i for i, prompts in enumerate(vocabulary.prompts)
+                   if prompts not in self._stored]
+        rows: dict[int, torch.Tensor] = {}
+        if missing:
+            subset = Vocabulary(names=tuple(vocabulary.names[i] for i in missing),
+                                prompts=tuple(vocabulary.prompts[i] for i in missing),
+                                labels=tuple(vocabulary.labels[i] for i in missing))
+            rows = dict(zip(missing, self._encode(subset), strict=True))
+        return torch.stack([rows[i] if i in rows else self._stored[prompts]
+                            for i, prompts in enumerate(vocabulary.prompts)])
+
+    def _encode(self, vocabulary: Vocabulary) -> torch.Tensor:
+        names = list(vocabulary.names)
+        with self._lock:
+            encoder = self._encoder or self._build_encoder(names)
+            self._encoder = encoder
+            if encoder.teacher_id != self.checkpoint.teacher_id:
+                raise CheckpointError(
+                    f'text encoder {encoder.teacher_id} is not the teacher the student was '
+                    f'distilled from ({self.checkpoint.teacher_id})')
+            features = np.asarray(encoder.text_features(vocabulary), dtype=np.float32)
+        expected = (len(vocabulary), self.checkpoint.teacher_dim)
+        if features.shape != expected:
+            raise CheckpointError(f'text encoder {encoder.teacher_id} gave embeddings of shape '
+                                  f'{features.shape}, expected {expected}')
+        _LOG.info('embedded %d new vocabulary entries with %s', len(names), encoder.teacher_id)
+        return torch.nn.functional.normalize(torch.from_numpy(features), dim=1)
+
+    def _build_encoder(self, names: list[str]) -> TextEncoder:
+        source = self._source
+        try:
+            if source is None:
+                return teacher_text_encoder(self.checkpoint)
+            if hasattr(source, 'text_features'):
+                return source  # type: ignore[return-value]
+            return source()
+        except CheckpointError as err:
+            stored = self.checkpoint.vocabulary
+            raise CheckpointError(
+                f'vocabulary entries {names} are not stored in the checkpoint and need a text '
+                f'encoder: {err}. Stored entries: '
+                f'{list(stored.names) if stored is not None else []}') from err
+
+
 def resolve_vocabulary(names: Sequence[str] = (), file: str | os.PathLike[str] | None = None,
                        checkpoint: StudentCheckpoint | None = None) -> Vocabulary:
     """The one rule for the vocabulary to label with, used by the node, relkd-label and the
@@ -205,20 +279,7 @@ class Labeler:
         self.taxonomy = checkpoint_taxonomy(checkpoint)
         self.limits = self.check_limits(score_threshold=score_threshold, min_range_m=min_range_m,
                                         max_range_m=max_range_m, max_points=max_points)
-        self._encoder_source = text_encoder
-        self._encoder: TextEncoder | None = None
-        self._encoder_lock = threading.Lock()
-        self._stored: dict[tuple[str, ...], torch.Tensor] = {}
-        stored = stored_vocabulary(checkpoint)
-        if stored is not None and checkpoint.text_embeddings is not None:
-            rows = checkpoint.text_embeddings.float()
-            if tuple(rows.shape) != (len(stored), checkpoint.teacher_dim):
-                raise CheckpointError(
-                    f'the checkpoint stores {tuple(rows.shape)} text embeddings for '
-                    f'{len(stored)} vocabulary entries of dimension '
-                    f'{checkpoint.teacher_dim}')
-            for prompts, row in zip(stored.prompts, rows, strict=True):
-                self._stored[prompts] = row
+        self._text = CheckpointText(checkpoint, text_encoder)
         self.model = checkpoint.build_model(self.device)
         self._table = self.embed(resolve_vocabulary(checkpoint=checkpoint)
                                  if vocabulary is None else vocabulary)
@@ -266,17 +327,7 @@ class Labeler:
         encoder that cannot be had.
         """
         vocabulary = _as_vocabulary(vocabulary)
-        missing = [i for i, prompts in enumerate(vocabulary.prompts)
-                   if prompts not in self._stored]
-        rows: dict[int, torch.Tensor] = {}
-        if missing:
-            subset = Vocabulary(names=tuple(vocabulary.names[i] for i in missing),
-                                prompts=tuple(vocabulary.prompts[i] for i in missing),
-                                labels=tuple(vocabulary.labels[i] for i in missing))
-            encoded = self._encode(subset)
-            rows = dict(zip(missing, encoded, strict=True))
-        embeddings = torch.stack([rows[i] if i in rows else self._stored[prompts]
-                                  for i, prompts in enumerate(vocabulary.prompts)])
+        embeddings = self._text.embed(vocabulary)
         return VocabularyEmbedding(vocabulary, embeddings.to(self.device))
 
     def set_vocabulary(self, vocabulary: Vocabulary | Sequence[str] | VocabularyEmbedding
@@ -285,40 +336,6 @@ class Labeler:
         table = vocabulary if isinstance(vocabulary, VocabularyEmbedding) else self.embed(
             vocabulary)
         self._table = table
-
-    def _encode(self, vocabulary: Vocabulary) -> torch.Tensor:
-        names = list(vocabulary.names)
-        with self._encoder_lock:
-            encoder = self._encoder or self._build_encoder(names)
-            self._encoder = encoder
-            if encoder.teacher_id != self.checkpoint.teacher_id:
-                raise CheckpointError(
-                    f'text encoder {encoder.teacher_id} is not the teacher the student was '
-                    f'distilled from ({self.checkpoint.teacher_id})')
-            features = np.asarray(encoder.text_features(vocabulary), dtype=np.float32)
-        expected = (len(vocabulary), self.checkpoint.teacher_dim)
-        if features.shape != expected:
-            raise CheckpointError(f'text encoder {encoder.teacher_id} gave embeddings of shape '
-                                  f'{features.shape}, expected {expected}')
-        _LOG.info('embedded %d new vocabulary entries with %s', len(names), encoder.teacher_id)
-        return torch.nn.functional.normalize(torch.from_numpy(features), dim=1)
-
-    def _build_encoder(self, names: list[str]) -> TextEncoder:
-        source = self._encoder_source
-        try:
-            if source is None:
-                return teacher_text_encoder(self.checkpoint)
-            if hasattr(source, 'text_features'):
-                return source  # type: ignore[return-value]
-            return source()
-        except CheckpointError as err:
-            raise CheckpointError(
-                f'vocabulary entries {names} are not stored in the checkpoint and need a text '
-                f'encoder: {err}. Stored entries: {self._stored_names()}') from err
-
-    def _stored_names(self) -> list[str]:
-        stored = self.checkpoint.vocabulary
-        return list(stored.names) if stored is not None else []
 
     # --- labelling --------------------------------------------------------------------------
 

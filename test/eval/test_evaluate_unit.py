@@ -22,6 +22,7 @@ from relkd_core.eval.evaluate import (
     evaluate,
     file_sha256,
 )
+from relkd_core.infer.labeler import Labeler
 from relkd_core.models import StudentConfig
 from relkd_core.models.distilled import (
     DistilledStudent,
@@ -61,6 +62,30 @@ def test_checkpoint_text_embeds_another_vocabulary_with_the_teacher(
     assert vocabulary == wanted
     np.testing.assert_allclose(text, expected / np.linalg.norm(expected, axis=1, keepdims=True),
                                atol=1e-6)
+
+
+class _NegatedEncoder(FakeTextEncoder):
+    """The fake teacher's text side with every row negated: rows it gives differ from the
+    checkpoint's stored ones, so a test sees which path embedded an entry."""
+
+    def text_features(self, vocabulary: Vocabulary) -> np.ndarray:
+        return -super().text_features(vocabulary)
+
+
+def test_checkpoint_text_embeds_as_the_labeler_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluate_module, 'teacher_text_encoder',
+                        lambda checkpoint: _NegatedEncoder())
+    checkpoint = tiny_checkpoint()
+    assert checkpoint.text_embeddings is not None
+    wanted = Vocabulary.from_names(['car', 'pedestrian', 'vegetation'])
+    _, text = checkpoint_text(checkpoint, wanted)
+    labeler = Labeler(checkpoint, wanted, text_encoder=_NegatedEncoder())
+    np.testing.assert_array_equal(text, labeler.embeddings.numpy())
+    # car and vegetation are stored rows; pedestrian comes from the (negated) text side.
+    stored = checkpoint.text_embeddings.numpy()
+    np.testing.assert_array_equal(text[[0, 2]], stored[[0, 2]])
+    fresh = FakeTextEncoder().text_features(Vocabulary.from_names(['pedestrian']))[0]
+    np.testing.assert_allclose(text[1], -fresh, atol=1e-6)
 
 
 def test_checkpoint_text_needs_a_vocabulary_when_none_is_stored() -> None:
