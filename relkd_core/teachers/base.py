@@ -30,6 +30,7 @@ __all__ = [
     'FeatureGrid',
     'Teacher',
     'TeacherImage',
+    'check_frozen',
     'grid_shape',
     'make_teacher_id',
     'normalize_rows',
@@ -85,6 +86,15 @@ def grid_shape(image_size_px: tuple[int, int], patch_size_px: int) -> tuple[int,
     """(Hg, Wg) = (ceil(H / patch), ceil(W / patch)) for an image of (W, H) pixels."""
     width, height = image_size_px
     return -(-height // patch_size_px), -(-width // patch_size_px)
+
+
+def check_frozen(module: Any, teacher_id: str) -> None:
+    """Raise TeacherError when the torch ``module`` of teacher ``teacher_id`` is in train mode
+    or has a parameter that requires a gradient: teachers must stay frozen (enforced, not
+    assumed: someone holding the module could have unfrozen it)."""
+    if module.training or any(p.requires_grad for p in module.parameters()):
+        raise TeacherError(f'teacher {teacher_id} was unfrozen (train mode or requires_grad); '
+                           'teachers must stay frozen')
 
 
 def normalize_rows(x: NDArray[np.floating[Any]], axis: int = -1) -> NDArray[np.float32]:

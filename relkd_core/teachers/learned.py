@@ -38,6 +38,7 @@ from relkd_core.teachers.base import (
     FeatureGrid,
     Teacher,
     TeacherImage,
+    check_frozen,
     grid_shape,
     make_teacher_id,
     normalize_rows,
@@ -176,14 +177,10 @@ class LearnedTeacher(Teacher):
         return np.stack([self._embed(prompts) for prompts in vocabulary.prompts])
 
     def _embed(self, prompts: Sequence[str]) -> NDArray[np.float32]:
-        texts = [t.format(p) for p in prompts for t in self.config.prompt_templates]
-        return normalize_rows(self.encoder.encode(texts).mean(axis=0))
+        return self.encoder.prompt_ensemble(prompts, self.config.prompt_templates)
 
     def _check_frozen(self) -> None:
-        # Enforced, not assumed: someone holding the module could have unfrozen it.
-        if self._model.training or any(p.requires_grad for p in self._model.parameters()):
-            raise TeacherError(f'teacher {self.teacher_id} was unfrozen (train mode or '
-                               'requires_grad); teachers must stay frozen')
+        check_frozen(self._model, self.teacher_id)
 
     def image_features(self, images: Sequence[TeacherImage]) -> list[FeatureGrid]:
         """One (ceil(H/16), ceil(W/16), 384) float32 grid per image, from RGB alone."""

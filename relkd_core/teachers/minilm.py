@@ -107,6 +107,13 @@ class SentenceEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
 
+    def prompt_ensemble(self, prompts: Sequence[str],
+                        templates: Sequence[str]) -> NDArray[np.float32]:
+        """(384,) float32: the normalised mean embedding of every prompt inserted into every
+        template (the text side of the MiniLM-space teachers)."""
+        texts = [t.format(p) for p in prompts for t in templates]
+        return normalize_rows(self.encode(texts).mean(axis=0))
+
     def _load(self) -> Any:
         if self._model is None:
             # transformers imports torchvision whenever it is installed.

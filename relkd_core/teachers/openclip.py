@@ -35,7 +35,13 @@ from torch.nn import functional
 
 from relkd_core.config import bounded, config_to_dict
 from relkd_core.errors import TeacherError
-from relkd_core.teachers.base import FeatureGrid, Teacher, TeacherImage, make_teacher_id
+from relkd_core.teachers.base import (
+    FeatureGrid,
+    Teacher,
+    TeacherImage,
+    check_frozen,
+    make_teacher_id,
+)
 from relkd_core.teachers.torchvision_compat import ensure_torchvision_importable
 from relkd_core.teachers.vocabulary import Vocabulary
 
@@ -275,10 +281,7 @@ class OpenClipTeacher(Teacher):
             )
 
     def _check_frozen(self) -> None:
-        # Enforced, not assumed: someone holding the module could have unfrozen it.
-        if self._model.training or any(p.requires_grad for p in self._model.parameters()):
-            raise TeacherError(f'teacher {self.teacher_id} was unfrozen (train mode or '
-                               'requires_grad); teachers must stay frozen')
+        check_frozen(self._model, self.teacher_id)
 
     # --- features -------------------------------------------------------------------------------
 

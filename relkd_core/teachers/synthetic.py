@@ -150,8 +150,7 @@ class SyntheticTeacher(Teacher):
         return np.stack([self._embed(prompts) for prompts in vocabulary.prompts])
 
     def _embed(self, prompts: Sequence[str]) -> NDArray[np.float32]:
-        texts = [t.format(p) for p in prompts for t in self.config.prompt_templates]
-        return normalize_rows(self.encoder.encode(texts).mean(axis=0))
+        return self.encoder.prompt_ensemble(prompts, self.config.prompt_templates)
 
     # --- image side -----------------------------------------------------------------------------
 
