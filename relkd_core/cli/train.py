@@ -35,7 +35,7 @@ from relkd_core.errors import ConfigError
 from relkd_core.models.distilled import StudentCheckpoint, TeacherRef, load_checkpoint
 from relkd_core.train.config import TrainConfig
 from relkd_core.train.distributed import DistContext, init_distributed
-from relkd_core.train.run_folder import own_run_folder
+from relkd_core.train.run_folder import CHECKPOINTS_NAME, own_run_folder
 from relkd_core.train.trainer import (
     LAST_NAME,
     StepReport,
@@ -113,8 +113,14 @@ def _load_config(args: argparse.Namespace) -> tuple[TrainConfig, StudentCheckpoi
     if args.resume == '':
         last = config.out_dir / LAST_NAME
         if not last.exists():
-            raise UsageError(f'--resume: {last} does not exist; nothing to resume (start '
-                             'without --resume, or name a checkpoint)')
+            # A run killed after writing its first step file but before linking last.pt to it:
+            # that step file is complete (written atomically), so nothing is lost.
+            steps = sorted((config.out_dir / CHECKPOINTS_NAME).glob('step_*.pt'))
+            if not steps:
+                raise UsageError(f'--resume: {last} does not exist; nothing to resume (start '
+                                 'without --resume, or name a checkpoint)')
+            last = steps[-1]
+            print(f'relkd-train: {LAST_NAME} is missing; resuming from {last}', file=sys.stderr)
         resume = load_checkpoint(last)
     if resume is not None:
         check_resumable(resume.run_config, config)

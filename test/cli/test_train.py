@@ -221,6 +221,23 @@ def test_train_refuses_a_run_folder_with_checkpoints_without_resume(
 
 
 @pytest.mark.slow
+def test_train_resume_takes_the_newest_step_file_when_last_pt_is_missing(
+        trained_run: Path, tiny_prepared: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Killed between writing checkpoints/step_*.pt and linking last.pt to it.
+    run = tmp_path / 'run'
+    shutil.copytree(trained_run, run)
+    (run / 'last.pt').unlink()
+    (run / 'student.pt').unlink()
+    newest = sorted((run / 'checkpoints').glob('step_*.pt'))[-1]
+    config = _config(tmp_path, {'prepared': str(tiny_prepared)})
+    assert main(['--config', str(config), '--resume']) == 0
+    assert f'last.pt is missing; resuming from {newest}' in capsys.readouterr().err
+    assert load_checkpoint(run / 'last.pt').step == load_checkpoint(newest).step == 2
+    assert (run / 'student.pt').exists()
+
+
+@pytest.mark.slow
 def test_train_second_trainer_refuses_naming_the_owner(
         tiny_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(tmp_path, {'prepared': str(tiny_prepared)})
