@@ -59,7 +59,8 @@ class SegmentRuntime:
         # Scans are read as the checkpoint records its training scans were read, except where a
         # parameter is set (SegmentParams.scan_input_overrides); each override is logged.
         self.online = OnlineLabeling.start(params.checkpoint, params.labeling_request(),
-                                           device=params.device, queue_size=params.queue_size)
+                                           device=params.device, queue_size=params.queue_size,
+                                           precision=params.precision)
         for note in self.online.notes:
             node.get_logger().info(note)
         self.queue = self.online.queue
@@ -129,7 +130,8 @@ class SegmentRuntime:
         self.node.get_logger().info(
             f'labelling {self.node.resolve_topic_name(params.points_topic)} → '
             f'{self.node.resolve_topic_name(params.labeled_topic)} with '
-            f'{len(names)} entries ({", ".join(names)}) on {params.device}, '
+            f'{len(names)} entries ({", ".join(names)}) on {params.device} in '
+            f'{params.precision}, '
             f'{torch.get_num_threads()} torch thread(s), transforms from '
             f'the {self._transforms.description}')
 

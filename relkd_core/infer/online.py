@@ -63,12 +63,13 @@ class OnlineLabeling:
 
     @classmethod
     def start(cls, checkpoint: str, request: LabelingRequest, *, device: str = 'cpu',
-              queue_size: int = 1) -> OnlineLabeling:
+              queue_size: int = 1, precision: str = 'float32') -> OnlineLabeling:
         """Load ``checkpoint``, embed the requested vocabulary and resolve the settings (see
-        :attr:`notes` for the overrides to log). Raises RelkdError when any of it fails."""
+        :attr:`notes` for the overrides to log); the student runs in ``precision`` (see
+        :class:`Labeler`). Raises RelkdError when any of it fails."""
         loaded = load_checkpoint(checkpoint)
         labeler = Labeler(loaded, resolve_vocabulary(request.vocabulary, request.vocabulary_file,
-                                                     loaded), device)
+                                                     loaded), device, precision=precision)
         return cls(LabelingCore(labeler, request.settings(labeler)), request, queue_size)
 
     @property

@@ -13,6 +13,10 @@ otherwise D is the backbone's ``out_dim``.
 - The voxelization functions and the ``native`` backend's kernel-map and convolution
   functions are compiled as they are (they are written in the TorchScript subset), so the
   exported file computes what the eager model computes, not a copy of it.
+- ``precision='bfloat16'`` stores the backbone's folded weights in bfloat16 and runs the
+  backbone in bfloat16 (the head, the normalisation and the output stay float32), as the
+  Labeler's bfloat16 option does; the export check then reports how many points keep the
+  float32 model's label (best stored text row).
 
 Load it with ``torch.jit.load(path)`` in Python or ``torch::jit::load(path)`` in C++ (libtorch);
 ``relkd-export`` writes one from a checkpoint (:func:`export_checkpoint`), with a JSON file
@@ -43,6 +47,7 @@ from relkd_core.errors import ModelError
 from relkd_core.geometry.voxel import unique_coordinates, voxel_grid_coordinates
 from relkd_core.models.batch import voxel_input_features
 from relkd_core.models.distilled import StudentCheckpoint, scan_features
+from relkd_core.models.inference import check_precision
 from relkd_core.models.minkunet import (
     NUM_LEVELS,
     BasicBlock,
@@ -170,8 +175,10 @@ class _Stage(nn.Module):
 class ScriptedStudent(nn.Module):
     """A MinkUNet (and optional head) as one scriptable module; see the module doc."""
 
-    def __init__(self, model: MinkUNet, head: nn.Linear | None = None) -> None:
+    def __init__(self, model: MinkUNet, head: nn.Linear | None = None,
+                 precision: str = "float32") -> None:
         super().__init__()
+        self.precision = check_precision(precision)
         config = model.config
         self.voxel_size_m = float(config.voxel_size_m)
         self.voxelization = str(config.voxelization)
@@ -194,6 +201,9 @@ class ScriptedStudent(nn.Module):
         self.head: _Subm | None = None
         if head is not None:
             self.head = _Subm(*_fold(head.weight.T[None], None, head.bias))
+        if self.precision == "bfloat16":
+            for part in (self.stem, self.encoders, self.decoders, self.final):
+                part.to(torch.bfloat16)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 4) float32 xyzi -> (N, out_dim) float32 per-point features."""
@@ -208,6 +218,7 @@ class ScriptedStudent(nn.Module):
         if unique.shape[0] == 0:
             return points.new_zeros((0, self.out_dim))
         features = voxel_input_features(points, inverse, unique.shape[0], self.input_features)
+        features = features.to(self.stem.weight.dtype)
         coords = torch.cat([unique.new_zeros((unique.shape[0], 1)), unique], dim=1)
         out = self._voxels(features, coords)
         return out.index_select(0, inverse)
@@ -242,7 +253,7 @@ class ScriptedStudent(nn.Module):
             level = self.num_levels - 2 - index
             out = decoder(out, skips[level], downs[level], level_coords[level].shape[0],
                           pairs[level])
-        out = self.final(out, pairs[0])
+        out = self.final(out, pairs[0]).float()
         if self.normalize_output:
             out = functional.normalize(out, p=2.0, dim=1)
         if self.head is not None:
@@ -250,19 +261,23 @@ class ScriptedStudent(nn.Module):
         return out
 
 
-def script_student(model: MinkUNet, head: nn.Linear | None = None) -> torch.jit.ScriptModule:
-    """The TorchScript form of ``model`` (+ ``head``), on CPU (``.to(device)`` moves it);
-    ``model`` itself is not changed. See the module doc."""
+def script_student(model: MinkUNet, head: nn.Linear | None = None,
+                   precision: str = "float32") -> torch.jit.ScriptModule:
+    """The TorchScript form of ``model`` (+ ``head``) in ``precision``, on CPU
+    (``.to(device)`` moves it); ``model`` itself is not changed. See the module doc."""
     if not isinstance(model, MinkUNet):
         raise ModelError(f"script_student expects a MinkUNet, got {type(model).__name__}")
     with torch.no_grad():
-        scripted: torch.jit.ScriptModule = torch.jit.script(ScriptedStudent(model, head))
+        scripted: torch.jit.ScriptModule = torch.jit.script(
+            ScriptedStudent(model, head, precision))
     return scripted.eval()
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportReport:
-    """What :func:`export_checkpoint` wrote and how closely the file matches the model."""
+    """What :func:`export_checkpoint` wrote and how closely the file matches the float32
+    model: the largest feature difference and, with a head and stored text rows, the share of
+    points whose best row (label) is the same (None otherwise)."""
 
     path: Path
     out_dim: int
@@ -270,22 +285,26 @@ class ExportReport:
     max_abs_difference: float
     eager_ms: float
     scripted_ms: float
+    precision: str = "float32"
+    label_agreement: float | None = None
 
 
 def export_checkpoint(checkpoint: StudentCheckpoint, path: Path, *, head: bool = True,
-                      check_points: int = 20_000) -> ExportReport:
-    """Write the TorchScript form of a checkpoint's student to ``path`` (atomically).
+                      check_points: int = 20_000, precision: str = "float32") -> ExportReport:
+    """Write the TorchScript form of a checkpoint's student in ``precision`` to ``path``
+    (atomically).
 
-    Then load the file back and run it and the eager path (``scan_features``) on one
-    synthetic scan of ``check_points`` points: the report gives the largest difference and
-    both run times (after two warm-up calls each).
+    Then load the file back and run it and the float32 eager path (``scan_features``) on one
+    synthetic scan of ``check_points`` points: the report gives the largest difference, the
+    label agreement and both run times (after two warm-up calls each).
     """
     model = checkpoint.build_model("cpu")
-    scripted = script_student(model.backbone, model.head if head else None)
+    scripted = script_student(model.backbone, model.head if head else None, precision)
     embeddings = checkpoint.text_embeddings
     meta = {
         "format": EXPORT_FORMAT,
         "features": "teacher" if head else "backbone",
+        "precision": precision,
         "teacher_id": checkpoint.teacher_id,
         "teacher_dim": checkpoint.teacher_dim,
         "student_config": config_to_dict(checkpoint.student_config),
@@ -301,8 +320,13 @@ def export_checkpoint(checkpoint: StudentCheckpoint, path: Path, *, head: bool =
         reference, eager_ms = _timed(lambda: scan_features(model, [scan], head=head)[0])
         exported, scripted_ms = _timed(lambda: loaded(scan))
     difference = float((exported - reference).abs().max()) if len(scan) else 0.0
+    agreement = None
+    if head and embeddings is not None and len(scan):
+        text = embeddings.float()
+        agreement = float(((exported @ text.T).argmax(dim=1) ==
+                           (reference @ text.T).argmax(dim=1)).float().mean())
     return ExportReport(path, int(exported.shape[1]), len(scan), difference, eager_ms,
-                        scripted_ms)
+                        scripted_ms, precision, agreement)
 
 
 def _timed(run: Callable[[], torch.Tensor], warmup: int = 2) -> tuple[torch.Tensor, float]:

@@ -19,8 +19,9 @@ from relkd_core.models.distilled import (
     StudentCheckpoint,
     TeacherRef,
     save_checkpoint,
+    scan_features,
 )
-from relkd_core.models.export import read_export_metadata, script_student
+from relkd_core.models.export import export_checkpoint, read_export_metadata, script_student
 from relkd_core.models.minkunet import MinkUNet
 from relkd_core.teachers.vocabulary import Vocabulary
 
@@ -173,3 +174,36 @@ def test_relkd_export_backbone_only_and_refusals(
                         "--out", str(tmp_path / "x.torchscript")]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "x.torchscript").exists()
+
+
+@pytest.mark.slow
+def test_bfloat16_export_keeps_the_float32_labels(tmp_path: Path, make_config: ConfigFactory,
+                                                  make_scan: ScanFactory) -> None:
+    config = make_config(width_multiplier=0.25)
+    student = _with_running_statistics(DistilledStudent(config, teacher_dim=48))
+    generator = torch.Generator().manual_seed(5)
+    text = torch.nn.functional.normalize(torch.randn(8, 48, generator=generator), dim=1)
+    names = tuple(f"class{i}" for i in range(8))
+    checkpoint = StudentCheckpoint(
+        student_config=config, teacher_dim=48, state_dict=student.state_dict(),
+        teacher=TeacherRef(name="synthetic", config=None, id="synthetic-abc"),
+        vocabulary=Vocabulary(names=names, prompts=tuple((n,) for n in names),
+                              labels=tuple(range(8))),
+        text_embeddings=text, step=1)
+    report = export_checkpoint(checkpoint, tmp_path / "bf16.torchscript", check_points=2000,
+                               precision="bfloat16")
+    assert report.precision == "bfloat16"
+    assert report.label_agreement is not None and report.label_agreement >= 0.995
+    # bfloat16 arithmetic shows in the features (a float32 export agrees to 1e-4).
+    assert 1e-4 < report.max_abs_difference < 0.1
+    meta = read_export_metadata(tmp_path / "bf16.torchscript")
+    assert meta["precision"] == "bfloat16"
+    module = torch.jit.load(str(tmp_path / "bf16.torchscript"))
+    assert module.stem.weight.dtype == torch.bfloat16
+    assert module.head.weight.dtype == torch.float32
+    scan = make_scan(1500, seed=9)
+    out = module(scan)
+    assert out.dtype == torch.float32 and out.shape == (1500, 48)
+    (reference,) = scan_features(student, [scan])
+    same = (out @ text.T).argmax(dim=1) == (reference @ text.T).argmax(dim=1)
+    assert float(same.float().mean()) >= 0.995

@@ -32,7 +32,8 @@ from sensor_msgs.msg import PointCloud2
 
 from relkd_core.data.scan import ScanInput
 from relkd_core.infer import LABELED_POINT_DTYPE
-from relkd_core.models.distilled import save_checkpoint
+from relkd_core.infer.labeler import Labeler
+from relkd_core.models.distilled import load_checkpoint, save_checkpoint
 from relkd_ros.environment import PROFILE_VARIABLES, node_environment
 from relkd_ros.segment_node import shipped_config
 
@@ -86,6 +87,20 @@ def test_segment_node_starts_from_the_shipped_params_file(tmp_path: Path) -> Non
     points = np.frombuffer(message.data, LABELED_POINT_DTYPE)
     assert len(points) == 2000 and (points['label'] < 3).sum() > 1500
     assert 'with 3 entries (car, road, vegetation)' in log  # the checkpoint's vocabulary
+
+
+def test_segment_node_labels_in_bfloat16_when_asked(tmp_path: Path) -> None:
+    """precision:=bfloat16 reaches the Labeler of the running node: the start-up line says so
+    and at least 99.5 % of the labels equal the float32 labels of the same scan in-process."""
+    checkpoint = write_tiny_checkpoint(tmp_path / 'student.pt')
+    message, log = labels_one_scan(['--params-file', str(SHIPPED_PARAMS),
+                                    '-p', f'checkpoint:={checkpoint}',
+                                    '-p', 'precision:=bfloat16'], tmp_path)
+    assert 'on cpu in bfloat16' in log, log
+    labels = np.frombuffer(message.data, LABELED_POINT_DTYPE)['label']
+    reference = Labeler(load_checkpoint(checkpoint), None).label(synthetic_scan(2000, seed=1))
+    assert len(labels) == 2000
+    assert float((labels == reference.labels).mean()) >= 0.995
 
 
 def test_segment_node_reads_scans_as_the_checkpoint_records(tmp_path: Path) -> None:

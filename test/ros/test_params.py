@@ -54,6 +54,8 @@ def test_allowed_values_names_type_and_range() -> None:
     ({'intensity_scale': -0.5}, "intensity_scale: expected a value >= 0, or -1 for the "
                                 "checkpoint's, got -0.5"),
     ({'queue_size': 0}, 'queue_size'),
+    ({'precision': 'float16'}, r"precision: expected one of \['float32', 'bfloat16'\], got "
+                               r"'float16'"),
     ({'static_transforms': ['a b 1 2 3']}, 'needs 9 items'),
     ({'vocabulary': ['car', ' ']}, 'vocabulary: a name is empty'),
     ({'camera': 'x'}, 'camera'),
