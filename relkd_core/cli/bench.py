@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help='run only the learning curves (then the report)')
     paper.add_argument('--no-curves', action='store_true',
                        help='skip the learning curves in this process')
+    paper.add_argument('--snapshots-on-disk', action='store_true',
+                       help='train nothing: evaluate the learning-curve checkpoints already '
+                            'written (of runs still training or cut short), then the report')
     paper.add_argument('--import-runs', type=Path, default=None,
                        help='paper.json of an earlier synthetic-teacher comparison (one teacher, '
                             'same steps, frames and label fraction): its runs are taken as the '
@@ -343,8 +346,7 @@ def _evaluate(run_dir: Path, teacher: str, loss: str, seed: int, data: dict[str,
         result: dict[str, Any] = json.loads(cached.read_text())
         return result
     started = time.perf_counter()
-    student = run_dir / 'student.pt' if at_step is None else \
-        run_dir / 'checkpoints' / f'step_{at_step:07d}.pt'
+    student = run_dir / 'student.pt' if at_step is None else _snapshot_path(run_dir, at_step)
     if not student.exists():
         raise RelkdError(f'{student} is missing (a run keeps its last three step checkpoints)')
     fewshot = FewShotConfig(seed=seed)
@@ -381,6 +383,10 @@ def _eval_name(at_step: int | None) -> str:
     return 'paper_eval.json' if at_step is None else f'paper_eval_step{at_step}.json'
 
 
+def _snapshot_path(run_dir: Path, step: int) -> Path:
+    return run_dir / 'checkpoints' / f'step_{step:07d}.pt'
+
+
 def _evaluate_snapshot(run_dir: Path, teacher: str, loss: str, step: int,
                        data: dict[str, Path], label_fraction: float) -> dict[str, Any]:
     """Zero-shot and 1% probe (in distribution) of the step-``step`` checkpoint of a
@@ -392,7 +398,7 @@ def _evaluate_snapshot(run_dir: Path, teacher: str, loss: str, step: int,
     if cached.exists():
         result: dict[str, Any] = json.loads(cached.read_text())
         return result
-    snapshot = run_dir / 'checkpoints' / f'step_{step:07d}.pt'
+    snapshot = _snapshot_path(run_dir, step)
     if not snapshot.exists():
         raise RelkdError(f'{snapshot} is missing: the learning-curve run keeps every '
                          'checkpoint; delete {run_dir} to retrain it')
@@ -567,7 +573,7 @@ def _paper(args: argparse.Namespace) -> int:
         drives[name] = (rig, seed, frames)
         bags[name] = _record(out, rig, seed, frames)
     data: dict[str, dict[str, Path]] = {}
-    work = [] if args.report_only else [
+    work = [] if args.report_only or args.snapshots_on_disk else [
         (teacher, loss, seed) for teacher in teachers for seed in range(args.seeds)
         if seed in run_seeds and not args.curves_only for loss in args.losses]
     curve_work = [] if args.report_only or not curve_steps or args.no_curves else [
@@ -592,9 +598,12 @@ def _paper(args: argparse.Namespace) -> int:
         for teacher, loss in curve_work:
             bar.set_postfix(run=f'{teacher} {loss} learning curve')
             run_dir = out / 'runs' / teacher / f'curve_{loss}'
-            _train(run_dir, teacher, loss, 0, data[teacher]['train'], curve_steps[-1],
-                   args.threads, checkpoint_every=curve_steps[0])
+            if not args.snapshots_on_disk:
+                _train(run_dir, teacher, loss, 0, data[teacher]['train'], curve_steps[-1],
+                       args.threads, checkpoint_every=curve_steps[0])
             for step in curve_steps:
+                if args.snapshots_on_disk and not _snapshot_path(run_dir, step).exists():
+                    continue  # not trained that far yet: reported as missing
                 _evaluate_snapshot(run_dir, teacher, loss, step, data[teacher],
                                    args.label_fraction)
             bar.update()

@@ -38,6 +38,19 @@ def test_cli_bench_paper_tiny_study(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main([*argv, '--report-only']) == 0
     again = json.loads((out / 'paper.json').read_text())
     assert again['per_teacher'] == payload['per_teacher']
+    # Snapshots of a curve run cut short are evaluated without training; the steps it did
+    # not reach are listed as missing.
+    curve = out / 'runs' / 'synthetic' / 'curve_relational'
+    (curve / 'curve_eval_step1.json').unlink()
+    (curve / 'curve_eval_step2.json').unlink()
+    (curve / 'checkpoints' / 'step_0000002.pt').unlink()
+    log = curve.with_name('curve_relational.train.log')
+    trained = log.read_text()
+    assert main([*argv, '--curves-only', '--snapshots-on-disk']) == 0
+    assert log.read_text() == trained
+    partial = json.loads((out / 'paper.json').read_text())
+    assert partial['settings']['missing'] == ['synthetic relational learning curve step 2']
+    assert ('relational', 1) in {(c['loss'], c['step']) for c in partial['learning_curves']}
 
 
 def _args(**overrides: object) -> argparse.Namespace:
