@@ -20,6 +20,7 @@ $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
 	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH) -e ".[test,synthetic,openclip,spconv,superpixels]" $(ROS_WHEELS)
+	-$(BIN)/python -m relkd_core.models.sparse.build   # the compiled sparse kernels, built once ahead
 	touch $(STAMP)
 
 lint: install

@@ -63,6 +63,8 @@ class SegmentRuntime:
                                            precision=params.precision)
         for note in self.online.notes:
             node.get_logger().info(note)
+        node.get_logger().info(f'student ready: warm-up scan labelled in '
+                               f'{self.online.warm_up_s:.1f} s')
         self.queue = self.online.queue
         self._entities: list[tuple[Callable[[Any], Any], Any]] = []
         self._cameras: list[OverlayCamera] = []

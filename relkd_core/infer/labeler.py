@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
@@ -283,6 +284,22 @@ class Labeler:
         self.model = checkpoint.build_model(self.device)
         self._table = self.embed(resolve_vocabulary(checkpoint=checkpoint)
                                  if vocabulary is None else vocabulary)
+
+    def warm_up(self, points: int = 2000) -> float:
+        """Label one small synthetic scan (a ring of ground and two walls) so that the first
+        real scan pays no one-time cost: building or loading the compiled sparse kernels (see
+        :mod:`relkd_core.models.sparse.native_fast`), folding the batch norms, first
+        allocations. Returns the seconds it took."""
+        started = time.perf_counter()
+        rng = np.random.default_rng(0)
+        angle = rng.uniform(0.0, 2.0 * np.pi, points)
+        radius = rng.uniform(3.0, 30.0, points)
+        wall = rng.random(points) < 0.3
+        scan = np.stack([radius * np.cos(angle), np.where(wall, 8.0, radius * np.sin(angle)),
+                         np.where(wall, rng.uniform(-1.5, 2.0, points), -1.7),
+                         rng.random(points)], axis=1).astype(np.float32)
+        self.label(scan, limits=LabelLimits())
+        return time.perf_counter() - started
 
     @staticmethod
     def check_limits(*, score_threshold: float = -1.0, min_range_m: float = 0.0,

@@ -57,6 +57,8 @@ class OnlineLabeling:
 
     def __init__(self, core: LabelingCore, request: LabelingRequest, queue_size: int) -> None:
         self.core, self.request = core, request
+        #: Seconds :meth:`start` spent on :meth:`Labeler.warm_up` (0: none).
+        self.warm_up_s = 0.0
         self.queue: ScanQueue[ScanJob] = ScanQueue(queue_size)
         self.statistics = RuntimeStatistics()
         self.legend = LegendLatch()
@@ -64,13 +66,16 @@ class OnlineLabeling:
     @classmethod
     def start(cls, checkpoint: str, request: LabelingRequest, *, device: str = 'cpu',
               queue_size: int = 1, precision: str = 'float32') -> OnlineLabeling:
-        """Load ``checkpoint``, embed the requested vocabulary and resolve the settings (see
-        :attr:`notes` for the overrides to log); the student runs in ``precision`` (see
-        :class:`Labeler`). Raises RelkdError when any of it fails."""
+        """Load ``checkpoint``, embed the requested vocabulary, resolve the settings (see
+        :attr:`notes` for the overrides to log) and warm the labeler up, so the first scan is
+        as fast as the next; the student runs in ``precision`` (see :class:`Labeler`). Raises
+        RelkdError when any of it fails."""
         loaded = load_checkpoint(checkpoint)
         labeler = Labeler(loaded, resolve_vocabulary(request.vocabulary, request.vocabulary_file,
                                                      loaded), device, precision=precision)
-        return cls(LabelingCore(labeler, request.settings(labeler)), request, queue_size)
+        online = cls(LabelingCore(labeler, request.settings(labeler)), request, queue_size)
+        online.warm_up_s = labeler.warm_up()
+        return online
 
     @property
     def notes(self) -> tuple[str, ...]:

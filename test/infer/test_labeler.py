@@ -43,6 +43,24 @@ def test_labeler_labels_are_argmax_of_feature_similarity(scan: np.ndarray) -> No
     assert len(np.unique(result.labels)) > 1
 
 
+def test_labeler_warm_up_ignores_its_limits_and_changes_no_result(scan: np.ndarray) -> None:
+    # A 2000-point warm-up scan would be refused under max_points=1000: the warm-up labels
+    # with no limits and leaves the labeler's own as they were.
+    labeler = Labeler(tiny_checkpoint(), text_encoder=_no_encoder, max_points=5000,
+                      score_threshold=0.2)
+    limits = labeler.limits
+    fresh = labeler.label(scan)
+    labeler.configure(score_threshold=0.2, min_range_m=0.0, max_range_m=float('inf'),
+                      max_points=1000)
+    assert labeler.warm_up() > 0.0
+    labeler.configure(score_threshold=0.2, min_range_m=0.0, max_range_m=float('inf'),
+                      max_points=5000)
+    assert labeler.limits == limits
+    again = labeler.label(scan)
+    np.testing.assert_array_equal(again.labels, fresh.labels)
+    np.testing.assert_array_equal(again.scores, fresh.scores)
+
+
 def test_labeler_loads_a_checkpoint_path(tmp_path: Path, scan: np.ndarray) -> None:
     path = write_tiny_checkpoint(tmp_path / 'student.pt')
     from_path = Labeler(path).label(scan)

@@ -253,3 +253,22 @@ def test_wide_layers_take_the_reference_path(ops: object) -> None:
     assert out.shape == (geometry.num_voxels(0), 128) and not geometry._tables
     geometry.subm_conv(0, features[:, :128], torch.randn(27, 128, 128))
     assert list(geometry._tables) == [(0, 3)]
+
+
+def test_build_command_reports_availability(tmp_path: Path) -> None:
+    """``python -m relkd_core.models.sparse.build`` (run by make install): 0 and one line when
+    the fast path is there (cached by this suite's own builds), 1 with the reason otherwise."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ready = subprocess.run([sys.executable, "-m", "relkd_core.models.sparse.build"], env=env,
+                           capture_output=True, text=True, timeout=600, check=False)
+    if native_fast.fast_ops() is None:
+        assert ready.returncode == 1 and "unavailable" in ready.stderr
+    else:
+        assert ready.returncode == 0, ready.stderr[-2000:]
+        assert ready.stdout.startswith("native sparse backend: compiled fast path ready (")
+    off = subprocess.run([sys.executable, "-m", "relkd_core.models.sparse.build"],
+                         env={**env, "RELKD_NATIVE_FAST": "0"}, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert off.returncode == 1
+    assert off.stdout.strip() == ("native sparse backend: compiled fast path turned off "
+                                  "(RELKD_NATIVE_FAST=0)")

@@ -87,6 +87,7 @@ def test_segment_node_starts_from_the_shipped_params_file(tmp_path: Path) -> Non
     points = np.frombuffer(message.data, LABELED_POINT_DTYPE)
     assert len(points) == 2000 and (points['label'] < 3).sum() > 1500
     assert 'with 3 entries (car, road, vegetation)' in log  # the checkpoint's vocabulary
+    assert 'student ready: warm-up scan labelled in ' in log  # before the first real scan
 
 
 def test_segment_node_labels_in_bfloat16_when_asked(tmp_path: Path) -> None:

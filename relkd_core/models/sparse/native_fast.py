@@ -8,6 +8,9 @@ neighbours' products in registers: no gathered blocks, no scatter-add). It is co
 (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load the
 cached library in well under a second.
 
+``python -m relkd_core.models.sparse.build`` builds it ahead (``make install`` does), so
+that no later process, a robot's node least of all, pays the build on its first scan.
+
 When it cannot be built or loaded (no C++ compiler or ninja, a failed build, a torch without
 headers) :func:`fast_ops` logs one line and returns None, and the backend runs the pure-PyTorch
 reference (``native.py``), which is also what ``backend: native-ref`` always runs. The kernels
@@ -105,3 +108,4 @@ def subm_conv(ops: Any, features: torch.Tensor, weight: torch.Tensor, table: tor
                   None if bias is None else bias.contiguous(),
                   None if residual is None else residual.contiguous(), relu)
     return out
+
