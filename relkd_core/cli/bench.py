@@ -300,8 +300,11 @@ def _train(run_dir: Path, teacher: str, loss: str, seed: int, train_data: Path, 
         return student
     config = yaml.safe_load(find_named_config('train', f'synth_{loss}').read_text())
     every = checkpoint_every or max(1, steps // 3)
+    # A learning-curve run (checkpoint_every given) keeps every checkpoint: its snapshots are
+    # the curve, and each stop (SIGTERM, then --resume) writes one more that must not push the
+    # oldest snapshot out.
     config.update(out_dir=str(run_dir), steps=steps, seed=seed, checkpoint_every=every,
-                  keep_checkpoints=max(3, steps // every))
+                  keep_checkpoints=max(3, steps // every) if checkpoint_every is None else steps)
     teacher_config = _teacher_config(teacher)
     config['data'] = {'prepared': str(train_data), 'teacher': STUDY_TEACHERS[teacher][0]}
     if teacher_config is not None:
