@@ -54,7 +54,7 @@ def _export(args: argparse.Namespace) -> int:
     report = export_checkpoint(checkpoint, args.out, head=not args.backbone_only,
                                check_points=args.check_points, precision=args.precision)
     agreement = ('' if report.label_agreement is None else
-                 f'; {100 * report.label_agreement:.2f} % of its points keep the float32 '
+                 f' and {100 * report.label_agreement:.2f} % of its points keep the float32 '
                  'label')
     print(f'wrote {report.path}: forward(points (N, 4) float32) -> (N, {report.out_dim}) '
           f'features in {report.precision}; on a {report.check_points}-point check scan the '

@@ -122,6 +122,7 @@ def test_relkd_export_writes_a_file_that_runs_without_relkd(
     assert "-> (N, 12) features" in printed
     difference = float(printed.split("eager model is ")[1].split()[0])
     assert difference < 1e-4
+    assert f"{difference:.2e} and 100.00 % of its points keep the float32 label" in printed
     meta = read_export_metadata(out)
     assert meta["format"] == "relkd-torchscript/1" and meta["features"] == "teacher"
     assert meta["teacher_id"] == "synthetic-abc" and meta["vocabulary"] == ["car", "road"]
