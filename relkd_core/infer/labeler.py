@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from relkd_core.errors import CheckpointError, ConfigError, DataError, RelkdError
 from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint
+from relkd_core.models.export import check_scan
 from relkd_core.models.inference import best_entries, check_precision
 from relkd_core.taxonomy import NUSCENES16, Taxonomy, load_taxonomy
 from relkd_core.teachers.vocabulary import Vocabulary, load_vocabulary
@@ -286,19 +287,12 @@ class Labeler:
                                  if vocabulary is None else vocabulary)
 
     def warm_up(self, points: int = 2000) -> float:
-        """Label one small synthetic scan (a ring of ground and two walls) so that the first
-        real scan pays no one-time cost: building or loading the compiled sparse kernels (see
-        :mod:`relkd_core.models.sparse.native_fast`), folding the batch norms, first
-        allocations. Returns the seconds it took."""
+        """Label one small synthetic scan (:func:`~relkd_core.models.export.check_scan`) so
+        that the first real scan pays no one-time cost: building or loading the compiled sparse
+        kernels (see :mod:`relkd_core.models.sparse.native_fast`), folding the batch norms,
+        first allocations. Returns the seconds it took."""
         started = time.perf_counter()
-        rng = np.random.default_rng(0)
-        angle = rng.uniform(0.0, 2.0 * np.pi, points)
-        radius = rng.uniform(3.0, 30.0, points)
-        wall = rng.random(points) < 0.3
-        scan = np.stack([radius * np.cos(angle), np.where(wall, 8.0, radius * np.sin(angle)),
-                         np.where(wall, rng.uniform(-1.5, 2.0, points), -1.7),
-                         rng.random(points)], axis=1).astype(np.float32)
-        self.label(scan, limits=LabelLimits())
+        self.label(check_scan(points).numpy(), limits=LabelLimits())
         return time.perf_counter() - started
 
     @staticmethod

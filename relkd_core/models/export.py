@@ -65,6 +65,7 @@ __all__ = [
     "EXTRA_FILE",
     "ExportReport",
     "ScriptedStudent",
+    "check_scan",
     "export_checkpoint",
     "is_export_file",
     "read_export_metadata",
@@ -315,7 +316,7 @@ def export_checkpoint(checkpoint: StudentCheckpoint, path: Path, *, head: bool =
     write_atomic(path, lambda stream: torch.jit.save(
         scripted, stream, _extra_files={EXTRA_FILE: json.dumps(meta)}))
     loaded = torch.jit.load(str(path))
-    scan = _check_scan(check_points)
+    scan = check_scan(check_points)
     with torch.no_grad():
         reference, eager_ms = _timed(lambda: scan_features(model, [scan], head=head)[0])
         exported, scripted_ms = _timed(lambda: loaded(scan))
@@ -362,8 +363,9 @@ def read_export_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _check_scan(num_points: int) -> torch.Tensor:
-    """A fixed street-like scan: ground ring, two walls, intensity in [0, 1)."""
+def check_scan(num_points: int) -> torch.Tensor:
+    """A fixed street-like (N, 4) float32 scan: ground ring, two walls, intensity in [0, 1)
+    (the export check's scan and the Labeler's warm-up scan)."""
     generator = torch.Generator().manual_seed(0)
     angle = torch.rand(num_points, generator=generator) * 2 * math.pi
     radius = 2.0 + 40.0 * torch.rand(num_points, generator=generator) ** 2
