@@ -272,14 +272,14 @@ class MinkUNet(nn.Module):
         for index in range(4):
             name = f"conv{index + 1}p{2**index}s2"
             weight, bias = folded[name]
-            out = geometry.down_conv(index, out, weight).add_(bias).relu_()
+            out = geometry.stride_conv_epilogue(index, out, weight, bias, up=False)
             out = stage(f"block{index + 1}", out, index + 1)
             skips.append(out)
         for index in range(4, 8):
             level = 7 - index
             name = f"convtr{index}p{2 ** (8 - index)}s2"
             weight, bias = folded[name]
-            out = geometry.up_conv(level, out, weight).add_(bias).relu_()
+            out = geometry.stride_conv_epilogue(level, out, weight, bias, up=True)
             out = stage(f"block{index + 1}", torch.cat([out, skips[level]], dim=1), level)
         weight, bias = folded["final"]
         return torch.addmm(bias, out, weight[0])

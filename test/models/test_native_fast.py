@@ -117,6 +117,64 @@ def test_fast_subm_conv_gradients_match_the_reference(ops: object, kernel_size: 
         torch.testing.assert_close(fast, reference, atol=1e-10, rtol=1e-10)
 
 
+def test_neighbor_table_of_offsets_without_mirrors_is_looked_up_whole(ops: object) -> None:
+    # Offsets that are not a centred kernel (no -d for every d) cannot fill one half of the
+    # table from the other: every entry is looked up, and matches a brute-force search.
+    keys = torch.unique(torch.randint(0, 400, (150,), generator=torch.Generator().manual_seed(3)))
+    deltas = torch.tensor([0, 1, 7, -3, 20], dtype=torch.int64)
+    table = native_fast.neighbor_table(ops, keys, deltas)
+    row_of = {int(key): row for row, key in enumerate(keys.tolist())}
+    expected = [[row_of.get(int(key) + int(delta), -1) for delta in deltas] for key in keys]
+    assert table.tolist() == expected
+
+
+@pytest.mark.parametrize("up", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_stride_convs_match_the_reference_with_gradients(ops: object, up: bool,
+                                                              threads: int) -> None:
+    # The stride-2 convolution and its transpose run the compiled convolution over the
+    # tables of stride_tables; the input gradient is the other direction's table.
+    coords = cloud_coords(500)
+    results = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for backend in ("native", "native-ref"):
+            geometry = build_geometry(backend, coords, 3)
+            torch.manual_seed(2)
+            rows = geometry.num_voxels(2 if up else 1)
+            features = torch.randn(rows, 12, dtype=torch.float64, requires_grad=True)
+            weight = torch.randn(8, 12, 20, dtype=torch.float64, requires_grad=True)
+            conv = geometry.up_conv if up else geometry.down_conv
+            out = conv(1, features, weight)
+            (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum(
+                ).backward()
+            assert features.grad is not None and weight.grad is not None
+            results.append((out, features.grad, weight.grad))
+            assert bool(geometry._stride_tables) == (backend == "native")
+    finally:
+        torch.set_num_threads(before)
+    for fast, reference in zip(*results, strict=True):
+        torch.testing.assert_close(fast, reference, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("up", [False, True])
+def test_stride_conv_epilogue_adds_the_bias_then_relu(ops: object, up: bool) -> None:
+    coords = cloud_coords(500)
+    fast, reference = (build_geometry(backend, coords, 2) for backend in ("native", "native-ref"))
+    torch.manual_seed(4)
+    features = torch.randn(fast.num_voxels(1 if up else 0), 16)
+    weight, bias = torch.randn(8, 16, 24), torch.randn(24)
+    assert isinstance(fast, NativeGeometry) and isinstance(reference, NativeGeometry)
+    out = fast.stride_conv_epilogue(0, features, weight, bias, up=up)
+    conv = reference.up_conv if up else reference.down_conv
+    expected = (conv(0, features, weight) + bias).relu()
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-5)
+    assert (out == 0).any() and (out > 0).any()
+    torch.testing.assert_close(reference.stride_conv_epilogue(0, features, weight, bias, up=up),
+                               expected)
+
+
 def test_minkunet_native_matches_native_ref_forward_and_gradients(
         ops: object, make_config: ConfigFactory, make_scan: ScanFactory) -> None:
     config = make_config(width_multiplier=0.25, stem_kernel_size=5)

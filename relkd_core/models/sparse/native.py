@@ -3,9 +3,9 @@
 The functions here need no compiled code, so they run wherever torch runs (CPU, CUDA) and never
 break on a new torch: they are the *reference*. On CPU the geometry of ``backend: native`` also
 uses an optional compiled fast path (``native_fast``: a hashed neighbour table and a fused
-submanifold convolution) when it can be built, and falls back to the reference (one log line)
-when it cannot; ``backend: native-ref`` always runs the reference. Both give the same outputs
-and gradients up to float rounding (parity tests).
+convolution, for the submanifold and the stride-2 convolutions) when it can be built, and falls
+back to the reference (one log line) when it cannot; ``backend: native-ref`` always runs the
+reference. Both give the same outputs and gradients up to float rounding (parity tests).
 
 - Voxels are packed into one int64 key each (mixed radix over batch, x, y, z, with a margin
   of ``_pad()`` cells so a neighbour offset never wraps into another row or scan). Keys are sorted
@@ -110,6 +110,7 @@ class NativeGeometry(SparseGeometry):
         self._down: dict[int, _DownMap] = {}
         self._subm: dict[tuple[int, int], KernelMap] = {}
         self._tables: dict[tuple[int, int], torch.Tensor] = {}
+        self._stride_tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def num_voxels(self, level: int) -> int:
         return int(self._level(level).coords.shape[0])
@@ -153,24 +154,53 @@ class NativeGeometry(SparseGeometry):
         return out.relu_() if relu else out
 
     def down_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        down = self._down_map(level)
-        num_out = self.num_voxels(level + 1)
         features, weight = _autocast_inputs(features, weight)
         with _no_autocast(features):
-            if _needs_autograd(features, weight):
-                out: torch.Tensor = _DownConvFunction.apply(features, weight, down, num_out)
-                return out
-            return down_forward(features, weight, down.child_order, down.parent, down.counts,
-                                num_out)
+            return self._stride_conv(level, features, weight, up=False)
 
     def up_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        down = self._down_map(level)
         features, weight = _autocast_inputs(features, weight)
         with _no_autocast(features):
-            if _needs_autograd(features, weight):
-                out: torch.Tensor = _UpConvFunction.apply(features, weight, down)
+            return self._stride_conv(level, features, weight, up=True)
+
+    def stride_conv_epilogue(self, level: int, features: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor, *, up: bool) -> torch.Tensor:
+        """Inference only (no autograd): ``up_conv`` if ``up`` else ``down_conv``, plus
+        ``bias``, then a ReLU; one pass over the output on the compiled path."""
+        ops = self._fast_ops(features, weight)
+        if ops is not None:
+            down_table, up_table = self.stride_tables(level)
+            return native_fast.subm_conv(ops, features, weight, up_table if up else down_table,
+                                         bias, None, True)
+        return self._stride_conv(level, features, weight, up=up).add_(bias).relu_()
+
+    def _stride_conv(self, level: int, features: torch.Tensor, weight: torch.Tensor, *,
+                     up: bool) -> torch.Tensor:
+        down = self._down_map(level)
+        autograd = _needs_autograd(features, weight)
+        ops = self._fast_ops(features, weight)
+        if ops is not None:
+            down_table, up_table = self.stride_tables(level)
+            table, transposed = (up_table, down_table) if up else (down_table, up_table)
+            if autograd:
+                # Weight gradient rows: (input rows, output rows), grouped by child offset.
+                rows = (down.parent, down.child_order) if up else (down.child_order, down.parent)
+                fast_out: torch.Tensor = _FastStrideConvFunction.apply(
+                    features, weight, table, transposed, rows, down.counts, ops)
+                return fast_out
+            return native_fast.subm_conv(ops, features, weight, table)
+        out: torch.Tensor
+        if up:
+            if autograd:
+                out = _UpConvFunction.apply(features, weight, down)
                 return out
             return up_forward(features, weight, down.child_order, down.parent, down.counts)
+        num_out = self.num_voxels(level + 1)
+        if autograd:
+            out = _DownConvFunction.apply(features, weight, down, num_out)
+            return out
+        return down_forward(features, weight, down.child_order, down.parent, down.counts,
+                            num_out)
 
     # --- maps (cached; built by the free functions below) --------------------------------
 
@@ -223,6 +253,23 @@ class NativeGeometry(SparseGeometry):
         if ops is None:
             self.fast = False
         return ops
+
+    def stride_tables(self, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stride-2 map between ``level`` and ``level + 1`` as two neighbour tables of the
+        compiled convolution, both over the 8 child offsets (cached): (V_{l+1}, 8) the child
+        row of each coarse voxel, and (V_l, 8) the parent row of each fine voxel at its own
+        offset (-1 elsewhere). Each is the other's transpose."""
+        cached = self._stride_tables.get(level)
+        if cached is not None:
+            return cached
+        down = self._down_map(level)
+        offsets = torch.repeat_interleave(torch.arange(8), torch.tensor(down.counts))
+        down_table = torch.full((self.num_voxels(level + 1), 8), -1, dtype=torch.int32)
+        down_table[down.parent, offsets] = down.child_order.int()
+        up_table = torch.full((self.num_voxels(level), 8), -1, dtype=torch.int32)
+        up_table[down.child_order, offsets] = down.parent.int()
+        self._stride_tables[level] = (down_table, up_table)
+        return down_table, up_table
 
     def neighbor_table(self, level: int, kernel_size: int, ops: Any) -> torch.Tensor:
         """(V_level, K³) int32 neighbour table of the compiled path (cached)."""
@@ -576,6 +623,45 @@ def up_forward(
     out = products.new_empty((products.shape[0], weight.shape[2]))
     out[child_order] = products
     return out
+
+
+class _FastStrideConvFunction(torch.autograd.Function):
+    """A stride-2 convolution or its transpose on the compiled convolution, with gradients.
+
+    ``table`` is the direction run (``stride_tables``), ``transposed`` the other one: the
+    input gradient is the convolution of the output gradient with each offset's weight
+    transposed over ``transposed`` (no mirroring: both tables index the same child offset).
+    The weight gradient is the reference's, over ``rows`` (input rows, output rows) grouped
+    by child offset, ``counts`` rows per offset.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, features: torch.Tensor, weight: torch.Tensor, table: torch.Tensor,
+        transposed: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], counts: list[int],
+        ops: Any,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(features, weight)
+        ctx.transposed, ctx.rows, ctx.counts, ctx.ops = transposed, rows, counts, ops
+        return native_fast.subm_conv(ops, features, weight, table)
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None, None, None]:
+        features, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_features = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_features = native_fast.subm_conv(
+                ctx.ops, grad_out, weight.transpose(1, 2).contiguous(), ctx.transposed)
+        if ctx.needs_input_grad[1]:
+            in_rows, out_rows = ctx.rows
+            grad_weight = _grouped_weight_grad(features.index_select(0, in_rows),
+                                               grad_out.index_select(0, out_rows), ctx.counts,
+                                               weight)
+        return grad_features, grad_weight, None, None, None, None, None
 
 
 class _DownConvFunction(torch.autograd.Function):

@@ -17,9 +17,11 @@
 #include <optional>
 #include <vector>
 
+
 namespace {
 
-// Open-addressing hash of non-negative int64 keys to rows (linear probing, load <= 1/2).
+// Open-addressing hash of non-negative int64 keys to rows (linear probing, load <= 1/2). A
+// slot holds its key and row side by side, so a probe touches one cache line.
 class KeyTable {
  public:
   explicit KeyTable(const int64_t* keys, int64_t count) {
@@ -27,13 +29,11 @@ class KeyTable {
     while ((int64_t{1} << bits) < 2 * count) ++bits;
     shift_ = 64 - bits;
     mask_ = (uint64_t{1} << bits) - 1;
-    slots_.assign(mask_ + 1, -1);
-    rows_.assign(mask_ + 1, -1);
+    slots_.assign(mask_ + 1, Slot{-1, -1});
     for (int64_t row = 0; row < count; ++row) {
       uint64_t slot = hash(keys[row]);
-      while (slots_[slot] != -1 && slots_[slot] != keys[row]) slot = (slot + 1) & mask_;
-      slots_[slot] = keys[row];
-      rows_[slot] = static_cast<int32_t>(row);
+      while (slots_[slot].key != -1 && slots_[slot].key != keys[row]) slot = (slot + 1) & mask_;
+      slots_[slot] = Slot{keys[row], static_cast<int32_t>(row)};
     }
   }
 
@@ -41,24 +41,40 @@ class KeyTable {
     if (key < 0) return -1;
     uint64_t slot = hash(key);
     while (true) {
-      const int64_t stored = slots_[slot];
-      if (stored == key) return rows_[slot];
-      if (stored == -1) return -1;
+      const Slot& stored = slots_[slot];
+      if (stored.key == key) return stored.row;
+      if (stored.key == -1) return -1;
       slot = (slot + 1) & mask_;
     }
   }
 
  private:
+  struct Slot {
+    int64_t key;
+    int32_t row;
+  };
   uint64_t hash(int64_t key) const {
     return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull) >> shift_;
   }
   int shift_;
   uint64_t mask_;
-  std::vector<int64_t> slots_;
-  std::vector<int32_t> rows_;
+  std::vector<Slot> slots_;
 };
 
+// Whether deltas[volume-1-k] == -deltas[k] for every k (a centred kernel: true for the odd
+// cubes of the backend), so that half the offsets give the other half for free.
+bool mirrored(const int64_t* delta, int64_t volume) {
+  for (int64_t k = 0; k < volume; ++k) {
+    if (delta[volume - 1 - k] != -delta[k]) return false;
+  }
+  return true;
+}
+
 // table[row, k] = the row whose key is keys[row] + deltas[k], or -1.
+//
+// For a mirrored kernel only the offsets k < volume/2 are looked up: when row o finds row i at
+// offset k, row i has row o at offset volume-1-k, and that entry is written then. Every entry
+// is written by exactly one row (keys are unique), so the threads never write the same entry.
 void neighbor_table(const at::Tensor& keys, const at::Tensor& deltas, const at::Tensor& table) {
   TORCH_CHECK(keys.device().is_cpu() && keys.scalar_type() == at::kLong && keys.is_contiguous(),
               "keys must be contiguous int64 on CPU");
@@ -73,10 +89,29 @@ void neighbor_table(const at::Tensor& keys, const at::Tensor& deltas, const at::
   const int64_t* delta = deltas.data_ptr<int64_t>();
   int32_t* out = table.data_ptr<int32_t>();
   const KeyTable lookup(key, count);
+  if (!mirrored(delta, volume)) {
+    at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        for (int64_t k = 0; k < volume; ++k) {
+          out[row * volume + k] = lookup.find(key[row] + delta[k]);
+        }
+      }
+    });
+    return;
+  }
+  const int64_t centre = volume / 2;  // delta 0: the row itself
+  at::parallel_for(0, count, 4096, [&](int64_t begin, int64_t end) {
+    std::fill(out + begin * volume, out + end * volume, -1);
+  });
   at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      for (int64_t k = 0; k < volume; ++k) {
-        out[row * volume + k] = lookup.find(key[row] + delta[k]);
+      int32_t* own = out + row * volume;
+      own[centre] = static_cast<int32_t>(row);
+      for (int64_t k = 0; k < centre; ++k) {
+        const int32_t found = lookup.find(key[row] + delta[k]);
+        if (found < 0) continue;
+        own[k] = found;
+        out[static_cast<int64_t>(found) * volume + (volume - 1 - k)] = static_cast<int32_t>(row);
       }
     }
   });
@@ -128,116 +163,96 @@ void conv_block(const T* features, const T* weight, const int32_t* table, T* out
 // float32: 8-wide vectors (GCC/Clang vector extension: AVX with -march=native, SSE pairs
 // otherwise), 8·NV output columns at a time. Rows are taken in tiles of kTile; for each
 // kernel offset the rows of the tile that have that neighbour are listed, and a micro-kernel
-// multiplies four of them at once by the offset's weight block (C_in x 8·NV, read once per
-// tile and kept in L1), so each weight vector loaded feeds four multiply-adds.
+// multiplies R of them at once by the offset's weight block (C_in x 8·NV, read once per tile
+// and kept in L1), so each weight vector loaded feeds R multiply-adds. R is as large as the
+// 16 vector registers allow: R·NV accumulators, R broadcast inputs and one weight vector.
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 constexpr int64_t kTile = 64;
 
 inline v8 splat(float value) { return v8{value, value, value, value, value, value, value, value}; }
 
-template <int NV>
-inline void micro4(const float* const* xs, v8 (*const* acc)[NV], const float* w, int64_t cin,
-                   int64_t cout) {
-  v8 a0[NV], a1[NV], a2[NV], a3[NV];
-  for (int v = 0; v < NV; ++v) {
-    a0[v] = (*acc[0])[v];
-    a1[v] = (*acc[1])[v];
-    a2[v] = (*acc[2])[v];
-    a3[v] = (*acc[3])[v];
-  }
-  const float *x0 = xs[0], *x1 = xs[1], *x2 = xs[2], *x3 = xs[3];
+constexpr int rows_at_once(int nv) {
+  int r = 1;
+  while (r < 8 && (r + 1) * (nv + 1) + 1 <= 16) ++r;
+  return r;
+}
+
+template <int R, int NV>
+inline void micro(const float* const* xs, v8 (*const* acc)[NV], const float* w, int64_t cin,
+                  int64_t cout) {
+  v8 a[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) a[r][v] = (*acc[r])[v];
   for (int64_t c = 0; c < cin; ++c) {
     const float* wc = w + c * cout;
-    v8 wv[NV];
-    for (int v = 0; v < NV; ++v) wv[v] = *reinterpret_cast<const v8u*>(wc + 8 * v);
-    const v8 b0 = splat(x0[c]), b1 = splat(x1[c]), b2 = splat(x2[c]), b3 = splat(x3[c]);
+    v8 b[R];
+    for (int r = 0; r < R; ++r) b[r] = splat(xs[r][c]);
     for (int v = 0; v < NV; ++v) {
-      a0[v] += b0 * wv[v];
-      a1[v] += b1 * wv[v];
-      a2[v] += b2 * wv[v];
-      a3[v] += b3 * wv[v];
+      const v8 wv = *reinterpret_cast<const v8u*>(wc + 8 * v);
+      for (int r = 0; r < R; ++r) a[r][v] += b[r] * wv;
     }
   }
-  for (int v = 0; v < NV; ++v) {
-    (*acc[0])[v] = a0[v];
-    (*acc[1])[v] = a1[v];
-    (*acc[2])[v] = a2[v];
-    (*acc[3])[v] = a3[v];
-  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) (*acc[r])[v] = a[r][v];
 }
 
+// One tile of rows [start, start + rows), output columns [j0, j0 + 8·NV).
 template <int NV>
-inline void micro1(const float* x, v8 (*acc)[NV], const float* w, int64_t cin, int64_t cout) {
-  v8 a[NV];
-  for (int v = 0; v < NV; ++v) a[v] = (*acc)[v];
-  for (int64_t c = 0; c < cin; ++c) {
-    const float* wc = w + c * cout;
-    const v8 b = splat(x[c]);
-    for (int v = 0; v < NV; ++v) a[v] += b * *reinterpret_cast<const v8u*>(wc + 8 * v);
-  }
-  for (int v = 0; v < NV; ++v) (*acc)[v] = a[v];
-}
-
-template <int NV>
-void conv_block_f32(const float* features, const float* weight, const int32_t* table,
-                    float* out, int64_t begin, int64_t end, int64_t volume, int64_t cin,
-                    int64_t cout, int64_t j0, const Epilogue<float>& epilogue) {
+void conv_tile_f32(const float* features, const float* weight, const int32_t* table,
+                   float* out, int64_t start, int64_t rows, int64_t volume, int64_t cin,
+                   int64_t cout, int64_t j0, const Epilogue<float>& epilogue) {
+  constexpr int R = rows_at_once(NV);
   v8 tile[kTile][NV];
   const float* xs[kTile];
   v8(*accs[kTile])[NV];
-  for (int64_t start = begin; start < end; start += kTile) {
-    const int64_t rows = std::min(kTile, end - start);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int v = 0; v < NV; ++v) tile[r][v] = v8{};
-    // Input channels in blocks whose weight slice (per offset) stays within ~16 KiB of L1.
-    const int64_t cblock = std::max<int64_t>(8, 512 / NV);
-    for (int64_t c0 = 0; c0 < cin; c0 += cblock) {
-      const int64_t clen = std::min(cblock, cin - c0);
-      for (int64_t k = 0; k < volume; ++k) {
-        int n = 0;
-        for (int64_t r = 0; r < rows; ++r) {
-          const int32_t i = table[(start + r) * volume + k];
-          if (i < 0) continue;
-          xs[n] = features + static_cast<int64_t>(i) * cin + c0;
-          accs[n] = &tile[r];
-          ++n;
-        }
-        const float* w = weight + (k * cin + c0) * cout + j0;
-        int g = 0;
-        if constexpr (NV <= 2) {
-          for (; g + 4 <= n; g += 4) micro4<NV>(xs + g, accs + g, w, clen, cout);
-        }
-        for (; g < n; ++g) micro1<NV>(xs[g], accs[g], w, clen, cout);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int v = 0; v < NV; ++v) tile[r][v] = v8{};
+  // Input channels in blocks whose weight slice (per offset) stays within ~16 KiB of L1.
+  const int64_t cblock = std::max<int64_t>(8, 512 / NV);
+  for (int64_t c0 = 0; c0 < cin; c0 += cblock) {
+    const int64_t clen = std::min(cblock, cin - c0);
+    for (int64_t k = 0; k < volume; ++k) {
+      int n = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int32_t i = table[(start + r) * volume + k];
+        if (i < 0) continue;
+        xs[n] = features + static_cast<int64_t>(i) * cin + c0;
+        accs[n] = &tile[r];
+        ++n;
+      }
+      const float* w = weight + (k * cin + c0) * cout + j0;
+      int g = 0;
+      for (; g + R <= n; g += R) micro<R, NV>(xs + g, accs + g, w, clen, cout);
+      for (; g < n; ++g) micro<1, NV>(xs + g, accs + g, w, clen, cout);
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = start + r;
+    float* y = out + row * cout + j0;
+    if (epilogue.bias || epilogue.residual || epilogue.relu) {
+      for (int v = 0; v < NV; ++v) {
+        v8 value = tile[r][v];
+        if (epilogue.bias) value += *reinterpret_cast<const v8u*>(epilogue.bias + j0 + 8 * v);
+        if (epilogue.residual)
+          value += *reinterpret_cast<const v8u*>(epilogue.residual + row * cout + j0 + 8 * v);
+        if (epilogue.relu) value = value > 0 ? value : v8{};
+        tile[r][v] = value;
       }
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t row = start + r;
-      float* y = out + row * cout + j0;
-      if (epilogue.bias || epilogue.residual || epilogue.relu) {
-        for (int v = 0; v < NV; ++v) {
-          v8 value = tile[r][v];
-          if (epilogue.bias) value += *reinterpret_cast<const v8u*>(epilogue.bias + j0 + 8 * v);
-          if (epilogue.residual)
-            value += *reinterpret_cast<const v8u*>(epilogue.residual + row * cout + j0 + 8 * v);
-          if (epilogue.relu) value = value > 0 ? value : v8{};
-          tile[r][v] = value;
-        }
-      }
-      for (int v = 0; v < NV; ++v) *reinterpret_cast<v8u*>(y + 8 * v) = tile[r][v];
-    }
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<v8u*>(y + 8 * v) = tile[r][v];
   }
 }
 
 constexpr int64_t kMaxVectors = 12;
 
-void conv_block_dispatch(int64_t width, const float* f, const float* w, const int32_t* t,
-                         float* y, int64_t begin, int64_t end, int64_t volume, int64_t cin,
-                         int64_t cout, int64_t j, const Epilogue<float>& e) {
+void conv_tile_dispatch(int64_t width, const float* f, const float* w, const int32_t* t,
+                        float* y, int64_t start, int64_t rows, int64_t volume, int64_t cin,
+                        int64_t cout, int64_t j, const Epilogue<float>& e) {
   switch (width) {
 #define RELKD_CASE(NV) \
   case NV:             \
-    return conv_block_f32<NV>(f, w, t, y, begin, end, volume, cin, cout, j, e);
+    return conv_tile_f32<NV>(f, w, t, y, start, rows, volume, cin, cout, j, e);
     RELKD_CASE(1) RELKD_CASE(2) RELKD_CASE(3) RELKD_CASE(4) RELKD_CASE(5) RELKD_CASE(6)
     RELKD_CASE(7) RELKD_CASE(8) RELKD_CASE(9) RELKD_CASE(10) RELKD_CASE(11) RELKD_CASE(12)
 #undef RELKD_CASE
@@ -279,17 +294,20 @@ template <>
 void conv_rows<float>(const float* f, const float* w, const int32_t* t, float* y,
                       int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout,
                       const Epilogue<float>& e) {
-  // Column blocks as wide as the registers allow (up to 96 columns = 12 vectors), so each
-  // gathered input row is read from memory as few times as possible.
-  int64_t j = 0;
+  // Column blocks of up to kMaxVectors vectors; every block of a tile runs before the next
+  // tile, so the tile's gathered input rows are still in cache for the second block.
   const int64_t vectors = cout / 8;
   const int64_t blocks = (vectors + kMaxVectors - 1) / kMaxVectors;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t width = vectors / blocks + (b < vectors % blocks ? 1 : 0);
-    conv_block_dispatch(width, f, w, t, y, begin, end, volume, cin, cout, j, e);
-    j += 8 * width;
+  for (int64_t start = begin; start < end; start += kTile) {
+    const int64_t rows = std::min(kTile, end - start);
+    int64_t j = 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t width = vectors / blocks + (b < vectors % blocks ? 1 : 0);
+      conv_tile_dispatch(width, f, w, t, y, start, rows, volume, cin, cout, j, e);
+      j += 8 * width;
+    }
+    if (j < cout) conv_tail<float>(f, w, t, y, start, start + rows, volume, cin, cout, j, e);
   }
-  if (j < cout) conv_tail<float>(f, w, t, y, begin, end, volume, cin, cout, j, e);
 }
 
 template <typename T>

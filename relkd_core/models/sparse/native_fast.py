@@ -1,12 +1,14 @@
 """The compiled fast path of the ``native`` backend: built on first use, optional.
 
 ``native_fast.cpp`` holds two CPU kernels: a hashed neighbour table (the kernel map of a
-submanifold convolution as a (V, K³) int32 table, -1 where a neighbour is absent) and a fused
-gather–GEMM–scatter submanifold convolution over that table (every output row accumulates its
-neighbours' products in registers: no gathered blocks, no scatter-add). It is compiled with
-``torch.utils.cpp_extension`` the first time a process needs it and cached on disk by torch
-(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load the
-cached library in well under a second.
+submanifold convolution as a (V, K³) int32 table, -1 where a neighbour is absent; a centred
+kernel looks up half the offsets and mirrors them) and a fused gather–GEMM–scatter convolution
+over such a table (every output row accumulates its neighbours' products in registers: no
+gathered blocks, no scatter-add). The stride-2 convolution and its transpose run on the same
+convolution, over (V, 8) tables of child offsets (``NativeGeometry.stride_tables``). It is
+compiled with ``torch.utils.cpp_extension`` the first time a process needs it and cached on disk
+by torch (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load
+the cached library in well under a second.
 
 ``python -m relkd_core.models.sparse.build`` builds it ahead (``make install`` does), so
 that no later process, a robot's node least of all, pays the build on its first scan.
