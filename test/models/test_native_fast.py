@@ -24,6 +24,7 @@ from relkd_core.models import StudentConfig, build_student, voxelize_batch
 from relkd_core.models.sparse import build_geometry, native_fast
 from relkd_core.models.sparse.native import (
     NativeGeometry,
+    coarser_level,
     pairs_from_table,
     subm_forward,
     submanifold_pairs,
@@ -126,6 +127,21 @@ def test_neighbor_table_of_offsets_without_mirrors_is_looked_up_whole(ops: objec
     row_of = {int(key): row for row, key in enumerate(keys.tolist())}
     expected = [[row_of.get(int(key) + int(delta), -1) for delta in deltas] for key in keys]
     assert table.tolist() == expected
+
+
+def test_fast_coarsening_equals_the_reference_level_by_level(ops: object) -> None:
+    # Same rows in the same order, so every later map and output matches the reference's.
+    geometry = build_geometry("native-ref", cloud_coords(900, seed=5), 4)
+    assert isinstance(geometry, NativeGeometry)
+    for level in range(3):
+        fine = geometry._level(level).coords
+        fast = native_fast.coarsen(ops, fine, geometry._sizes, 2)
+        reference = coarser_level(fine, geometry._sizes)
+        assert fast[2] == reference[2] and sum(fast[2]) == fine.shape[0]
+        for got, expected in zip(fast[:2] + fast[3:], reference[:2] + reference[3:],
+                                 strict=True):
+            assert torch.equal(got, expected)
+        assert fast[3].shape[0] < fine.shape[0]
 
 
 @pytest.mark.parametrize("up", [False, True])

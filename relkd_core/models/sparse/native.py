@@ -216,8 +216,13 @@ class NativeGeometry(SparseGeometry):
             return self._down[level]
         if not 0 <= level < self.num_levels - 1:
             raise ValueError(f"no level below {level}: the pyramid has {self.num_levels} levels")
-        child_order, parent, counts, coarse, coarse_keys = coarser_level(
-            self._level(level).coords, self._sizes)
+        fine = self._level(level).coords
+        ops = native_fast.fast_ops() if self.fast else None
+        if ops is not None:
+            child_order, parent, counts, coarse, coarse_keys = native_fast.coarsen(
+                ops, fine, self._sizes, _pad())
+        else:
+            child_order, parent, counts, coarse, coarse_keys = coarser_level(fine, self._sizes)
         down = _DownMap(child_order, parent, counts)
         self._down[level] = down
         if len(self._levels) == level + 1:

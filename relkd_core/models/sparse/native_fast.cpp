@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 
@@ -372,6 +373,89 @@ void subm_conv(const at::Tensor& features, const at::Tensor& weight, const at::T
   }
 }
 
+// The next level of a voxel pyramid: what native.coarser_level computes, with a hash instead
+// of sorting every fine voxel. fine: (V, 4) int64 (batch, x, y, z), spatial columns >= 0;
+// sizes: the key radix (3,) and pad as native.pack_keys uses them. Writes the first V_c rows
+// of coarse (V, 4) and coarse_keys (V,) (ascending keys), child_order (V,) (fine rows grouped
+// by child offset x + 2y + 4z, in row order within an offset), parent (V,) (the coarse row of
+// each of them) and counts (8,); returns V_c.
+int64_t coarsen(const at::Tensor& fine, const at::Tensor& sizes, int64_t pad,
+                const at::Tensor& coarse, const at::Tensor& coarse_keys,
+                const at::Tensor& child_order, const at::Tensor& parent, const at::Tensor& counts) {
+  const int64_t count = fine.size(0);
+  for (const at::Tensor* t : {&fine, &sizes, &coarse, &coarse_keys, &child_order, &parent,
+                              &counts}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kLong && t->is_contiguous(),
+                "coarsen: contiguous int64 CPU tensors only");
+  }
+  TORCH_CHECK(fine.dim() == 2 && fine.size(1) == 4 && sizes.numel() == 3 && counts.numel() == 8 &&
+                  coarse.size(0) == count && coarse_keys.numel() == count &&
+                  child_order.numel() == count && parent.numel() == count,
+              "coarsen: bad shapes");
+  TORCH_CHECK(count < (int64_t{1} << 31), "coarsen: too many voxels");
+  const int64_t* c = fine.data_ptr<int64_t>();
+  const int64_t* size = sizes.data_ptr<int64_t>();
+  std::vector<int64_t> keys(count);
+  std::vector<int8_t> offsets(count);
+  for (int64_t row = 0; row < count; ++row) {
+    const int64_t* r = c + 4 * row;
+    TORCH_CHECK(r[1] >= 0 && r[2] >= 0 && r[3] >= 0, "coarsen: spatial coordinates must be >= 0");
+    keys[row] = ((r[0] * size[0] + (r[1] >> 1) + pad) * size[1] + (r[2] >> 1) + pad) * size[2] +
+                (r[3] >> 1) + pad;
+    offsets[row] = static_cast<int8_t>((r[1] & 1) + 2 * (r[2] & 1) + 4 * (r[3] & 1));
+  }
+  // Distinct parent keys in first-seen order, then ranked by key.
+  int bits = 4;
+  while ((int64_t{1} << bits) < 2 * count) ++bits;
+  const uint64_t mask = (uint64_t{1} << bits) - 1;
+  std::vector<int64_t> slot_key(mask + 1, -1);
+  std::vector<int32_t> slot_id(mask + 1, -1);
+  std::vector<int32_t> first_seen(count);
+  std::vector<std::pair<int64_t, int32_t>> distinct;  // (key, first fine row)
+  distinct.reserve(count / 2 + 1);
+  for (int64_t row = 0; row < count; ++row) {
+    uint64_t slot = (static_cast<uint64_t>(keys[row]) * 0x9E3779B97F4A7C15ull) >> (64 - bits);
+    while (slot_key[slot] != -1 && slot_key[slot] != keys[row]) slot = (slot + 1) & mask;
+    if (slot_key[slot] == -1) {
+      slot_key[slot] = keys[row];
+      slot_id[slot] = static_cast<int32_t>(distinct.size());
+      distinct.emplace_back(keys[row], static_cast<int32_t>(row));
+    }
+    first_seen[row] = slot_id[slot];
+  }
+  const int64_t num_coarse = static_cast<int64_t>(distinct.size());
+  std::vector<int32_t> by_key(num_coarse);
+  for (int64_t i = 0; i < num_coarse; ++i) by_key[i] = static_cast<int32_t>(i);
+  std::sort(by_key.begin(), by_key.end(),
+            [&](int32_t a, int32_t b) { return distinct[a].first < distinct[b].first; });
+  std::vector<int32_t> rank(num_coarse);
+  int64_t* out_coords = coarse.data_ptr<int64_t>();
+  int64_t* out_keys = coarse_keys.data_ptr<int64_t>();
+  for (int64_t i = 0; i < num_coarse; ++i) {
+    const auto& [key, row] = distinct[by_key[i]];
+    rank[by_key[i]] = static_cast<int32_t>(i);
+    out_keys[i] = key;
+    const int64_t* r = c + 4 * static_cast<int64_t>(row);
+    out_coords[4 * i] = r[0];
+    for (int axis = 1; axis < 4; ++axis) out_coords[4 * i + axis] = r[axis] >> 1;
+  }
+  // Fine rows grouped by child offset (a stable counting sort), with their parents.
+  int64_t* out_counts = counts.data_ptr<int64_t>();
+  std::fill(out_counts, out_counts + 8, 0);
+  for (int64_t row = 0; row < count; ++row) ++out_counts[offsets[row]];
+  int64_t start[8];
+  start[0] = 0;
+  for (int k = 1; k < 8; ++k) start[k] = start[k - 1] + out_counts[k - 1];
+  int64_t* order = child_order.data_ptr<int64_t>();
+  int64_t* parents = parent.data_ptr<int64_t>();
+  for (int64_t row = 0; row < count; ++row) {
+    const int64_t at = start[offsets[row]]++;
+    order[at] = row;
+    parents[at] = rank[first_seen[row]];
+  }
+  return num_coarse;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(relkd_native, m) {
@@ -379,4 +463,7 @@ TORCH_LIBRARY(relkd_native, m) {
   m.def("subm_conv(Tensor features, Tensor weight, Tensor table, Tensor(a!) out, "
         "Tensor? bias=None, Tensor? residual=None, bool relu=False) -> ()",
         &subm_conv);
+  m.def("coarsen(Tensor fine, Tensor sizes, int pad, Tensor(a!) coarse, Tensor(b!) coarse_keys, "
+        "Tensor(c!) child_order, Tensor(d!) parent, Tensor(e!) counts) -> int",
+        &coarsen);
 }

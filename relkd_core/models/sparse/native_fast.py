@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["SOURCE", "disabled", "fast_ops", "neighbor_table", "subm_conv"]
+__all__ = ["SOURCE", "coarsen", "disabled", "fast_ops", "neighbor_table", "subm_conv"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -111,3 +111,17 @@ def subm_conv(ops: Any, features: torch.Tensor, weight: torch.Tensor, table: tor
                   None if residual is None else residual.contiguous(), relu)
     return out
 
+
+
+def coarsen(ops: Any, fine: torch.Tensor, sizes: list[int], pad: int
+            ) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
+    """``native.coarser_level(fine, sizes)`` (same outputs, same order) with a hash instead of
+    sorting every fine voxel: ``child_order``, ``parent``, ``counts``, the coarse level's
+    coordinates and its ascending keys."""
+    count = fine.shape[0]
+    coarse = fine.new_empty((count, 4))
+    keys, order, parent = (fine.new_empty(count) for _ in range(3))
+    counts = fine.new_empty(8)
+    num_coarse = int(ops.coarsen(fine.contiguous(), torch.tensor(sizes, dtype=torch.int64), pad,
+                                 coarse, keys, order, parent, counts))
+    return order, parent, counts.tolist(), coarse[:num_coarse].clone(), keys[:num_coarse].clone()
