@@ -27,7 +27,8 @@ from relkd_core.data.pointcloud import (
 from relkd_core.errors import ConfigError, DataError
 
 __all__ = ['MAX_CLOUD_BYTES', 'MAX_FIELDS', 'NAN_POLICIES', 'POINTFIELD_DATATYPES', 'Scan',
-           'ScanInput', 'override_scan_input', 'pointfields', 'read_scan', 'stamp_ns']
+           'ScanInput', 'finite_rows', 'override_scan_input', 'point_ranges', 'pointfields',
+           'read_scan', 'stamp_ns']
 
 #: numpy dtype (native order) → sensor_msgs/PointField datatype constant (from POINTFIELD_TYPES).
 POINTFIELD_DATATYPES: Final[dict[np.dtype[Any], int]] = {
@@ -180,19 +181,39 @@ def read_scan(msg: Any, scan_input: ScanInput | None = None, *, allow_empty: boo
         if values.ndim > 1:
             values = values[:, 0]
         scan[:, 3] = values.astype(np.float32) * np.float32(scan_input.intensity_scale)
-    if not allow_empty and not np.isfinite(scan[:, :3]).all(axis=1).any():
+    finite_xyz = finite_rows(scan[:, :3])
+    if not allow_empty and not finite_xyz.any():
         raise DataError(f'PointCloud2 has no finite point among its {len(scan)} points')
-    finite = np.isfinite(scan).all(axis=1)
-    nonfinite = len(scan) - int(finite.sum())
+    finite = finite_xyz & np.isfinite(scan[:, 3])
+    nonfinite = len(scan) - int(np.count_nonzero(finite))
     height, width = int(msg.height), int(msg.width)
     if nonfinite and scan_input.nan_policy == 'drop':
         scan, points = scan[finite], points[finite]
         finite = np.ones(len(scan), dtype=bool)
         height, width = 1, len(scan)
-    with np.errstate(invalid='ignore'):
-        distance = np.linalg.norm(scan[:, :3], axis=1)
+    distance = point_ranges(scan)
     valid = finite & (distance >= scan_input.min_range_m) & (distance <= scan_input.max_range_m)
     return Scan(scan, height, width, valid, points, nonfinite)
+
+
+def finite_rows(values: NDArray[np.floating[Any]]) -> NDArray[np.bool_]:
+    """(N,) whether every column of the (N, C) ``values`` is finite.
+
+    Column by column: numpy's ``isfinite(values).all(axis=1)`` reduces along the short axis
+    and costs several times more on a scan.
+    """
+    finite = np.isfinite(values[:, 0])
+    for column in range(1, values.shape[1]):
+        finite &= np.isfinite(values[:, column])
+    return finite
+
+
+def point_ranges(points: NDArray[np.floating[Any]]) -> NDArray[np.floating[Any]]:
+    """(N,) distance from the sensor of the (N, >=3) ``points`` (x, y, z first), NaN for a
+    non-finite point; the same values as ``np.linalg.norm(points[:, :3], axis=1)``, faster."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    with np.errstate(invalid='ignore', over='ignore'):
+        return np.sqrt(x * x + y * y + z * z)
 
 
 def pointfields(dtype: np.dtype[np.void]) -> list[tuple[str, int, int]]:

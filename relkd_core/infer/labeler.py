@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from relkd_core.data.scan import finite_rows, point_ranges
 from relkd_core.errors import CheckpointError, ConfigError, DataError, RelkdError
 from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint
 from relkd_core.models.export import check_scan
@@ -369,9 +370,8 @@ class Labeler:
         scores = np.full(count, np.nan, dtype=np.float32)
         dim = self.checkpoint.teacher_dim
         features = np.full((count, dim), np.nan, dtype=np.float32) if with_features else None
-        valid = np.isfinite(scan).all(axis=1)
-        with np.errstate(invalid='ignore'):
-            distance = np.linalg.norm(scan[:, :3], axis=1)
+        valid = finite_rows(scan)
+        distance = point_ranges(scan)
         valid &= (distance >= limits.min_range_m) & (distance <= limits.max_range_m)
         num_valid = int(valid.sum())
         if limits.max_points is not None and num_valid > limits.max_points:

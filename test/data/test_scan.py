@@ -12,7 +12,14 @@ import pytest
 
 from relkd_core.data.bag import MessageFactory, typestore
 from relkd_core.data.pointcloud import pointcloud_to_array
-from relkd_core.data.scan import MAX_FIELDS, ScanInput, override_scan_input, read_scan
+from relkd_core.data.scan import (
+    MAX_FIELDS,
+    ScanInput,
+    finite_rows,
+    override_scan_input,
+    point_ranges,
+    read_scan,
+)
 from relkd_core.errors import DataError
 
 FACTORY = MessageFactory(typestore())
@@ -294,3 +301,22 @@ def test_read_scan_of_a_message_factory_cloud_drops_or_keeps_nan_points() -> Non
     assert (kept.height, kept.width, kept.nonfinite) == (2, 4, 2)
     np.testing.assert_array_equal(kept.valid, [True, False, True, True, True, True, False, True])
     np.testing.assert_array_equal(kept.points[kept.valid], dropped.points)
+
+
+def test_finite_rows_and_point_ranges_equal_numpys_row_reductions() -> None:
+    # The column-wise forms the scan readers use give numpy's own answers, bit for bit,
+    # including NaN, infinities and a square that overflows float32.
+    rng = np.random.default_rng(0)
+    points = (rng.normal(size=(5000, 4)) * 40).astype(np.float32)
+    points[::97, 1] = np.nan
+    points[::101, 3] = np.inf
+    points[5, :2] = 3e38
+    with np.errstate(over='ignore', invalid='ignore'):
+        expected_ranges = np.linalg.norm(points[:, :3], axis=1)
+    ranges = point_ranges(points)
+    assert ranges.dtype == np.float32
+    assert np.array_equal(ranges, expected_ranges, equal_nan=True)
+    assert np.isinf(ranges[5]) and np.isnan(ranges[97])
+    finite = finite_rows(points)
+    assert np.array_equal(finite, np.isfinite(points).all(axis=1))
+    assert not finite[0] and not finite[101] and finite[1]
