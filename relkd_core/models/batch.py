@@ -138,7 +138,9 @@ def _check_scans(scans: Sequence[torch.Tensor]) -> torch.device:
                 f"scans[{index}]: expected shape (N, 4) (x, y, z, intensity), got "
                 f"{tuple(scan.shape)}"
             )
-        if not bool(torch.isfinite(scan).all()):
+        # One sum is finite only if every value is (a NaN or an infinity never cancels);
+        # only a sum that is not (or overflows) pays for the elementwise check.
+        if not bool(torch.isfinite(scan.sum())) and not bool(torch.isfinite(scan).all()):
             bad = int((~torch.isfinite(scan).all(dim=1)).sum())
             raise ModelError(
                 f"scans[{index}]: {bad} point(s) hold NaN or infinite values; drop them first "

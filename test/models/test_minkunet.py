@@ -168,6 +168,8 @@ def test_minkunet_backend_parity(other_backend: str, make_config: ConfigFactory,
 BAD_SCANS = [
     (torch.tensor([[0.0, float("nan"), 1.0, 0.5]]), r"scans\[0\]: 1 point\(s\) hold NaN"),
     (torch.tensor([[0.0, float("inf"), 1.0, 0.5]]), r"scans\[0\]: 1 point\(s\) hold NaN or inf"),
+    (torch.tensor([[float("inf"), 0.0, 1.0, 0.5], [float("-inf"), 0.0, 1.0, 0.5]]),
+     r"scans\[0\]: 2 point\(s\) hold NaN or inf"),
     (torch.zeros((4, 4), dtype=torch.float64), r"scans\[0\]: expected dtype torch.float32"),
     (torch.zeros((4, 3)), r"scans\[0\]: expected shape \(N, 4\)"),
     (torch.zeros(4), r"scans\[0\]: expected shape \(N, 4\)"),
@@ -176,11 +178,22 @@ BAD_SCANS = [
 
 
 @pytest.mark.parametrize(("scan", "message"), BAD_SCANS,
-                         ids=["nan", "inf", "float64", "three-columns", "flat", "list"])
+                         ids=["nan", "inf", "inf-minus-inf", "float64", "three-columns",
+                              "flat", "list"])
 def test_voxelize_batch_rejects_bad_scans(make_config: ConfigFactory, scan: object,
                                           message: str) -> None:
     with pytest.raises(ModelError, match=message):
         voxelize_batch([scan], make_config())  # type: ignore[list-item]
+
+
+def test_voxelize_batch_takes_finite_values_whose_sum_overflows(
+        make_config: ConfigFactory) -> None:
+    # The finiteness check sums a scan first; a sum that overflows float32 must not be
+    # mistaken for a non-finite value.
+    scan = torch.tensor([[3e38, 3e38, 0.0, 1.0], [3e38, 3e38, 0.0, 1.0]])
+    assert not torch.isfinite(scan.sum())
+    batch = voxelize_batch([scan], make_config(voxel_size_m=1e37))
+    assert batch.num_voxels == 1
 
 
 def test_voxelize_batch_rejects_a_bare_tensor(make_config: ConfigFactory) -> None:

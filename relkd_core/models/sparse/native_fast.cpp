@@ -219,6 +219,9 @@ void conv_tile_f32(const float* features, const float* weight, const int32_t* ta
         const int32_t i = table[(start + r) * volume + k];
         if (i < 0) continue;
         xs[n] = features + static_cast<int64_t>(i) * cin + c0;
+        // The rows are scattered over the level's features (often beyond L2): ask for all
+        // their cache lines now, while the micro-kernels work on the rows listed first.
+        for (int64_t line = 0; line < clen; line += 16) __builtin_prefetch(xs[n] + line);
         accs[n] = &tile[r];
         ++n;
       }
