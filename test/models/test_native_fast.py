@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from relkd_core.models import StudentConfig, build_student, voxelize_batch
+from relkd_core.models.batch import _fast_voxels
 from relkd_core.models.sparse import build_geometry, native_fast
 from relkd_core.models.sparse.native import (
     NativeGeometry,
@@ -116,6 +117,50 @@ def test_fast_subm_conv_gradients_match_the_reference(ops: object, kernel_size: 
     assert fast_geometry._tables and not reference_geometry._tables
     for fast, reference in zip(*results, strict=True):
         torch.testing.assert_close(fast, reference, atol=1e-10, rtol=1e-10)
+
+
+def test_neighbor_table_of_unsorted_keys_matches_the_reference(ops: object) -> None:
+    # Sorted keys (every level the backend builds) take the merge walk; shuffled ones the hash.
+    coords = cloud_coords()
+    shuffled = coords[torch.randperm(coords.shape[0], generator=torch.Generator().manual_seed(1))]
+    for rows in (coords, shuffled):
+        geometry = NativeGeometry(rows, 1)
+        data = geometry._level(0)
+        assert bool((data.keys[1:] > data.keys[:-1]).all()) == (rows is coords)
+        table = geometry.neighbor_table(0, 3, ops)
+        reference = submanifold_pairs(data.keys, *native_sort(data.keys), geometry._sizes, 3)
+        for fast, ref in zip(pairs_from_table(table), reference, strict=True):
+            assert (fast is None) == (ref is None)
+            if fast is not None and ref is not None:
+                assert pair_set(fast) == pair_set(ref)
+
+
+@pytest.mark.parametrize("input_features", ["xyzi", "intensity", "ones"])
+def test_fast_voxelization_equals_the_reference_bit_for_bit(
+        ops: object, make_config: ConfigFactory, make_scan: ScanFactory,
+        input_features: str) -> None:
+    # Same cells in the same order, same point-to-voxel map, same float32 means: the compiled
+    # voxelizer changes no label. Two scans, so the batch column and offsets are covered too.
+    config = make_config(input_features=input_features)
+    scans = [make_scan(3000, seed=1), make_scan(2000, seed=2)]
+    fast = voxelize_batch(scans, dataclasses.replace(config, backend="native"))
+    reference = voxelize_batch(scans, dataclasses.replace(config, backend="native-ref"))
+    assert fast.num_voxels < fast.num_points
+    for name in ("coords", "features", "point_to_voxel", "point_offsets", "voxel_offsets"):
+        assert torch.equal(getattr(fast, name), getattr(reference, name)), name
+    assert _fast_voxels(scans[0], dataclasses.replace(config, backend="native")) is not None
+    assert _fast_voxels(scans[0], dataclasses.replace(config, backend="native-ref")) is None
+    assert _fast_voxels(scans[0], dataclasses.replace(config, backend="native",
+                                                      voxelization="cylindrical")) is None
+
+
+def test_fast_voxelization_leaves_what_it_cannot_pack_to_the_reference(
+        ops: object, make_config: ConfigFactory) -> None:
+    # Cells spanning more than int64 keys hold: None here, the reference's error for the user.
+    scan = torch.tensor([[-3e38, 0.0, 0.0, 1.0], [3e38, 3e38, 3e38, 1.0]])
+    assert native_fast.voxelize(ops, scan, 1e-3, "xyzi") is None
+    with pytest.raises(ValueError, match="too large to pack"):
+        voxelize_batch([scan], make_config(voxel_size_m=1e-3))
 
 
 def test_neighbor_table_of_offsets_without_mirrors_is_looked_up_whole(ops: object) -> None:

@@ -13,7 +13,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -89,8 +92,8 @@ void neighbor_table(const at::Tensor& keys, const at::Tensor& deltas, const at::
   const int64_t* key = keys.data_ptr<int64_t>();
   const int64_t* delta = deltas.data_ptr<int64_t>();
   int32_t* out = table.data_ptr<int32_t>();
-  const KeyTable lookup(key, count);
   if (!mirrored(delta, volume)) {
+    const KeyTable lookup(key, count);
     at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         for (int64_t k = 0; k < volume; ++k) {
@@ -104,6 +107,27 @@ void neighbor_table(const at::Tensor& keys, const at::Tensor& deltas, const at::
   at::parallel_for(0, count, 4096, [&](int64_t begin, int64_t end) {
     std::fill(out + begin * volume, out + end * volume, -1);
   });
+  if (std::adjacent_find(key, key + count, std::greater_equal<int64_t>()) == key + count) {
+    // Ascending keys (every level the backend builds): for each offset the queries
+    // key[row] + delta ascend too, so one merge-like walk finds them all, reading memory in
+    // order instead of probing a hash. The offsets write disjoint columns.
+    at::parallel_for(0, centre, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        int64_t at_row = 0;
+        for (int64_t row = 0; row < count; ++row) {
+          const int64_t query = key[row] + delta[k];
+          while (at_row < count && key[at_row] < query) ++at_row;
+          if (at_row == count) break;
+          if (key[at_row] != query) continue;
+          out[row * volume + k] = static_cast<int32_t>(at_row);
+          out[at_row * volume + (volume - 1 - k)] = static_cast<int32_t>(row);
+        }
+      }
+    });
+    for (int64_t row = 0; row < count; ++row) out[row * volume + centre] = static_cast<int32_t>(row);
+    return;
+  }
+  const KeyTable lookup(key, count);
   at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       int32_t* own = out + row * volume;
@@ -376,6 +400,53 @@ void subm_conv(const at::Tensor& features, const at::Tensor& weight, const at::T
   }
 }
 
+// Open-addressing map of non-negative int64 keys to int64 ids that doubles when half full,
+// so its size follows the distinct keys (a few times fewer than the points of a scan), not
+// the points.
+class GrowingKeyTable {
+ public:
+  explicit GrowingKeyTable(int64_t expected) { resize(expected); }
+
+  // The id of ``key``, adding it with ``id`` when absent.
+  int64_t find_or_add(int64_t key, int64_t id) {
+    uint64_t slot = hash(key);
+    while (slots_[slot].key != -1) {
+      if (slots_[slot].key == key) return slots_[slot].id;
+      slot = (slot + 1) & mask_;
+    }
+    slots_[slot] = Slot{key, id};
+    if (++used_ * 2 > static_cast<int64_t>(mask_ + 1)) resize(used_);
+    return id;
+  }
+
+ private:
+  struct Slot {
+    int64_t key;
+    int64_t id;
+  };
+  uint64_t hash(int64_t key) const {
+    return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull) >> shift_;
+  }
+  void resize(int64_t entries) {
+    int bits = 4;
+    while ((int64_t{1} << bits) < 2 * std::max<int64_t>(entries, 1)) ++bits;
+    std::vector<Slot> old = std::move(slots_);
+    shift_ = 64 - bits;
+    mask_ = (uint64_t{1} << bits) - 1;
+    slots_.assign(mask_ + 1, Slot{-1, -1});
+    for (const Slot& entry : old) {
+      if (entry.key == -1) continue;
+      uint64_t slot = hash(entry.key);
+      while (slots_[slot].key != -1) slot = (slot + 1) & mask_;
+      slots_[slot] = entry;
+    }
+  }
+  int shift_ = 0;
+  uint64_t mask_ = 0;
+  int64_t used_ = 0;
+  std::vector<Slot> slots_;
+};
+
 // The next level of a voxel pyramid: what native.coarser_level computes, with a hash instead
 // of sorting every fine voxel. fine: (V, 4) int64 (batch, x, y, z), spatial columns >= 0;
 // sizes: the key radix (3,) and pad as native.pack_keys uses them. Writes the first V_c rows
@@ -459,6 +530,113 @@ int64_t coarsen(const at::Tensor& fine, const at::Tensor& sizes, int64_t pad,
   return num_coarse;
 }
 
+// Cartesian voxelization of one scan: what relkd_core.geometry.voxel computes (cells
+// floor(xyz / voxel_size) in float64, the occupied cells sorted lexicographically, the cell
+// of every point, the per-voxel mean of the point values), with a hash instead of a sort of
+// every point. points: (N, 4) float32 x, y, z, intensity, all finite; mode: 0 ones, 1 the
+// mean intensity, 2 the mean of all four columns. Writes the first V rows of cells (N, 3)
+// and features (N, C), and inverse (N,); returns V, or -1 when the cells span too much to pack
+// into int64 keys (the caller runs the reference, which says so).
+int64_t voxelize(const at::Tensor& points, double voxel_size, int64_t mode, const at::Tensor& cells,
+                 const at::Tensor& inverse, const at::Tensor& features) {
+  TORCH_CHECK(points.device().is_cpu() && points.scalar_type() == at::kFloat &&
+                  points.is_contiguous() && points.dim() == 2 && points.size(1) == 4,
+              "voxelize: points must be contiguous (N, 4) float32 on CPU");
+  const int64_t count = points.size(0);
+  const int64_t channels = mode == 2 ? 4 : 1;
+  TORCH_CHECK(mode >= 0 && mode <= 2, "voxelize: mode must be 0, 1 or 2");
+  TORCH_CHECK(cells.scalar_type() == at::kLong && cells.is_contiguous() &&
+                  cells.size(0) == count && cells.size(1) == 3,
+              "voxelize: cells must be contiguous (N, 3) int64");
+  TORCH_CHECK(inverse.scalar_type() == at::kLong && inverse.is_contiguous() &&
+                  inverse.numel() == count,
+              "voxelize: inverse must be contiguous (N,) int64");
+  TORCH_CHECK(features.scalar_type() == at::kFloat && features.is_contiguous() &&
+                  features.size(0) == count && features.size(1) == channels,
+              "voxelize: features must be contiguous (N, C) float32");
+  TORCH_CHECK(count < (int64_t{1} << 31), "voxelize: too many points");
+  TORCH_CHECK(voxel_size > 0.0, "voxelize: voxel_size must be > 0");
+  if (count == 0) return 0;
+  const float* p = points.data_ptr<float>();
+  // Memory is what costs here, so the cells are computed twice rather than stored: once for
+  // their extent, once for their keys.
+  const auto cell = [&](int64_t row, int axis) {
+    return std::floor(static_cast<double>(p[4 * row + axis]) / voxel_size);
+  };
+  double low[3], high[3];
+  for (int axis = 0; axis < 3; ++axis) low[axis] = high[axis] = cell(0, axis);
+  for (int64_t row = 1; row < count; ++row) {
+    for (int axis = 0; axis < 3; ++axis) {
+      const double value = cell(row, axis);
+      low[axis] = std::min(low[axis], value);
+      high[axis] = std::max(high[axis], value);
+    }
+  }
+  double volume = 1.0;
+  int64_t size[3], base[3];
+  for (int axis = 0; axis < 3; ++axis) {
+    if (!(low[axis] > -4.0e18 && high[axis] < 4.0e18)) return -1;  // beyond int64
+    base[axis] = static_cast<int64_t>(low[axis]);
+    size[axis] = static_cast<int64_t>(high[axis]) - base[axis] + 1;
+    volume *= static_cast<double>(size[axis]);
+  }
+  if (volume >= 4.611686018427387904e18) return -1;  // 2^62, as unique_coordinates checks
+  // Distinct cells in first-seen order (an id per cell, the point's id written to inverse for
+  // now), then ranked by key (= lexicographic cell order). Consecutive points of a scan often
+  // share a cell: those skip the hash.
+  std::vector<int64_t> distinct;  // keys, by id
+  distinct.reserve(count / 4 + 16);
+  GrowingKeyTable ids(count / 4);
+  int64_t* out_inverse = inverse.data_ptr<int64_t>();
+  int64_t previous = -1, previous_id = -1;
+  for (int64_t row = 0; row < count; ++row) {
+    int64_t key = 0;
+    for (int axis = 0; axis < 3; ++axis) {
+      key = key * size[axis] + (static_cast<int64_t>(cell(row, axis)) - base[axis]);
+    }
+    if (key != previous) {
+      previous = key;
+      previous_id = ids.find_or_add(key, static_cast<int64_t>(distinct.size()));
+      if (previous_id == static_cast<int64_t>(distinct.size())) distinct.push_back(key);
+    }
+    out_inverse[row] = previous_id;
+  }
+  const int64_t num_voxels = static_cast<int64_t>(distinct.size());
+  std::vector<int32_t> by_key(num_voxels);
+  for (int64_t i = 0; i < num_voxels; ++i) by_key[i] = static_cast<int32_t>(i);
+  std::sort(by_key.begin(), by_key.end(),
+            [&](int32_t a, int32_t b) { return distinct[a] < distinct[b]; });
+  std::vector<int32_t> rank(num_voxels);
+  int64_t* out_cells = cells.data_ptr<int64_t>();
+  for (int64_t i = 0; i < num_voxels; ++i) {
+    rank[by_key[i]] = static_cast<int32_t>(i);
+    int64_t key = distinct[by_key[i]];
+    for (int axis = 2; axis >= 0; --axis) {
+      out_cells[3 * i + axis] = key % size[axis] + base[axis];
+      key /= size[axis];
+    }
+  }
+  // Per-voxel means: sums in point order (as index_add_ makes them), then / count.
+  float* out = features.data_ptr<float>();
+  std::fill(out, out + num_voxels * channels, 0.0f);
+  std::vector<int32_t> counts(num_voxels, 0);
+  const int64_t first = mode == 1 ? 3 : 0;
+  for (int64_t row = 0; row < count; ++row) {
+    const int64_t voxel = rank[out_inverse[row]];
+    out_inverse[row] = voxel;
+    ++counts[voxel];
+    if (mode == 0) continue;
+    for (int64_t c = 0; c < channels; ++c) out[voxel * channels + c] += p[4 * row + first + c];
+  }
+  for (int64_t voxel = 0; voxel < num_voxels; ++voxel) {
+    for (int64_t c = 0; c < channels; ++c) {
+      float& value = out[voxel * channels + c];
+      value = mode == 0 ? 1.0f : value / static_cast<float>(counts[voxel]);
+    }
+  }
+  return num_voxels;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(relkd_native, m) {
@@ -469,4 +647,7 @@ TORCH_LIBRARY(relkd_native, m) {
   m.def("coarsen(Tensor fine, Tensor sizes, int pad, Tensor(a!) coarse, Tensor(b!) coarse_keys, "
         "Tensor(c!) child_order, Tensor(d!) parent, Tensor(e!) counts) -> int",
         &coarsen);
+  m.def("voxelize(Tensor points, float voxel_size, int mode, Tensor(a!) cells, "
+        "Tensor(b!) inverse, Tensor(c!) features) -> int",
+        &voxelize);
 }

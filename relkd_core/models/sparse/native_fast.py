@@ -1,14 +1,17 @@
 """The compiled fast path of the ``native`` backend: built on first use, optional.
 
-``native_fast.cpp`` holds two CPU kernels: a hashed neighbour table (the kernel map of a
-submanifold convolution as a (V, K³) int32 table, -1 where a neighbour is absent; a centred
-kernel looks up half the offsets and mirrors them) and a fused gather–GEMM–scatter convolution
-over such a table (every output row accumulates its neighbours' products in registers: no
-gathered blocks, no scatter-add). The stride-2 convolution and its transpose run on the same
-convolution, over (V, 8) tables of child offsets (``NativeGeometry.stride_tables``). It is
-compiled with ``torch.utils.cpp_extension`` the first time a process needs it and cached on disk
-by torch (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load
-the cached library in well under a second.
+``native_fast.cpp`` holds two CPU kernels: a neighbour table (the kernel map of a submanifold
+convolution as a (V, K³) int32 table, -1 where a neighbour is absent; a merge walk over
+ascending keys, a hash otherwise; a centred kernel looks up half the offsets and mirrors them)
+and a fused gather–GEMM–scatter convolution over such a table (every output row accumulates its
+neighbours' products in registers: no gathered blocks, no scatter-add). The stride-2 convolution
+and its transpose run on the same convolution, over (V, 8) tables of child offsets
+(``NativeGeometry.stride_tables``). Two more replace sorts of every point or voxel by a hash,
+with the reference's exact outputs: the next pyramid level (``coarsen``) and Cartesian
+voxelization (``voxelize``, used by ``voxelize_batch`` for ``backend: native``). It is compiled
+with ``torch.utils.cpp_extension`` the first time a process needs it and cached on disk by torch
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load the
+cached library in well under a second.
 
 ``python -m relkd_core.models.sparse.build`` builds it ahead (``make install`` does), so
 that no later process, a robot's node least of all, pays the build on its first scan.
@@ -31,7 +34,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["SOURCE", "coarsen", "disabled", "fast_ops", "neighbor_table", "subm_conv"]
+__all__ = ["SOURCE", "coarsen", "disabled", "fast_ops", "neighbor_table", "subm_conv",
+           "voxelize"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -125,3 +129,25 @@ def coarsen(ops: Any, fine: torch.Tensor, sizes: list[int], pad: int
     num_coarse = int(ops.coarsen(fine.contiguous(), torch.tensor(sizes, dtype=torch.int64), pad,
                                  coarse, keys, order, parent, counts))
     return order, parent, counts.tolist(), coarse[:num_coarse].clone(), keys[:num_coarse].clone()
+
+
+#: ``StudentConfig.input_features`` -> the compiled voxelizer's mode.
+_FEATURE_MODES = {"ones": 0, "intensity": 1, "xyzi": 2}
+
+
+def voxelize(ops: Any, points: torch.Tensor, voxel_size_m: float, input_features: str
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Cartesian voxelization of one (N, 4) float32 CPU scan of finite points: the occupied
+    cells (V, 3) int64 in lexicographic order, the cell of every point (N,), and the voxel
+    features (V, C) of ``input_features``; what ``relkd_core.geometry.voxel`` gives. None when
+    the cells span too much to pack (the reference then raises its error)."""
+    count = points.shape[0]
+    mode = _FEATURE_MODES[input_features]
+    cells = torch.empty((count, 3), dtype=torch.int64)
+    inverse = torch.empty(count, dtype=torch.int64)
+    features = torch.empty((count, 4 if mode == 2 else 1), dtype=torch.float32)
+    num_voxels = int(ops.voxelize(points.contiguous(), float(voxel_size_m), mode, cells, inverse,
+                                  features))
+    if num_voxels < 0:
+        return None
+    return cells[:num_voxels], inverse, features[:num_voxels]
