@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from relkd_core.data.scan import finite_rows, point_ranges
 from relkd_core.errors import CheckpointError, ConfigError, DataError, RelkdError
+from relkd_core.memory import retain_freed_memory
 from relkd_core.models.distilled import StudentCheckpoint, load_checkpoint
 from relkd_core.models.export import check_scan
 from relkd_core.models.inference import best_entries, check_precision
@@ -270,6 +271,7 @@ class Labeler:
                  max_range_m: float = math.inf, max_points: int | None = None,
                  precision: str = 'float32') -> None:
         self.precision = check_precision(precision)
+        retain_freed_memory()  # per-scan tensors reuse pages instead of faulting them in
         if not isinstance(checkpoint, StudentCheckpoint):
             checkpoint = load_checkpoint(checkpoint)
         try:
