@@ -2,10 +2,11 @@
 
 The functions here need no compiled code, so they run wherever torch runs (CPU, CUDA) and never
 break on a new torch: they are the *reference*. On CPU the geometry of ``backend: native`` also
-uses an optional compiled fast path (``native_fast``: a hashed neighbour table and a fused
-convolution, for the submanifold and the stride-2 convolutions) when it can be built, and falls
-back to the reference (one log line) when it cannot; ``backend: native-ref`` always runs the
-reference. Both give the same outputs and gradients up to float rounding (parity tests).
+uses an optional compiled fast path (``native_fast``: neighbour tables, a fused convolution for
+the submanifold and the stride-2 convolutions, the next pyramid level by a hash) when it can be
+built, and falls back to the reference (one log line) when it cannot; ``backend: native-ref``
+always runs the reference. Both give the same outputs and gradients up to float rounding (parity
+tests).
 
 - Voxels are packed into one int64 key each (mixed radix over batch, x, y, z, with a margin
   of ``_pad()`` cells so a neighbour offset never wraps into another row or scan). Keys are sorted
