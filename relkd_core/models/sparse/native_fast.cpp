@@ -24,46 +24,71 @@
 
 namespace {
 
-// Open-addressing hash of non-negative int64 keys to rows (linear probing, load <= 1/2). A
-// slot holds its key and row side by side, so a probe touches one cache line.
-class KeyTable {
+// Open-addressing map of non-negative int64 keys to int64 values (linear probing). It doubles
+// when half full, so its size follows the keys it holds (a few times fewer than the points of
+// a scan, for voxels), and a slot holds its key and value side by side: a probe touches one
+// cache line.
+class KeyMap {
  public:
-  explicit KeyTable(const int64_t* keys, int64_t count) {
-    int bits = 4;
-    while ((int64_t{1} << bits) < 2 * count) ++bits;
-    shift_ = 64 - bits;
-    mask_ = (uint64_t{1} << bits) - 1;
-    slots_.assign(mask_ + 1, Slot{-1, -1});
-    for (int64_t row = 0; row < count; ++row) {
-      uint64_t slot = hash(keys[row]);
-      while (slots_[slot].key != -1 && slots_[slot].key != keys[row]) slot = (slot + 1) & mask_;
-      slots_[slot] = Slot{keys[row], static_cast<int32_t>(row)};
-    }
-  }
+  explicit KeyMap(int64_t expected) { resize(expected); }
 
-  int32_t find(int64_t key) const {
-    if (key < 0) return -1;
+  // The value of ``key``; when absent, ``value`` is added for it and returned.
+  int64_t find_or_add(int64_t key, int64_t value) {
     uint64_t slot = hash(key);
-    while (true) {
-      const Slot& stored = slots_[slot];
-      if (stored.key == key) return stored.row;
-      if (stored.key == -1) return -1;
+    while (slots_[slot].key != -1) {
+      if (slots_[slot].key == key) return slots_[slot].value;
       slot = (slot + 1) & mask_;
     }
+    slots_[slot] = Slot{key, value};
+    if (++used_ * 2 > static_cast<int64_t>(mask_ + 1)) resize(used_);
+    return value;
+  }
+
+  // The value of ``key``, or -1 when absent.
+  int64_t find(int64_t key) const {
+    if (key < 0) return -1;
+    uint64_t slot = hash(key);
+    while (slots_[slot].key != -1) {
+      if (slots_[slot].key == key) return slots_[slot].value;
+      slot = (slot + 1) & mask_;
+    }
+    return -1;
   }
 
  private:
   struct Slot {
     int64_t key;
-    int32_t row;
+    int64_t value;
   };
   uint64_t hash(int64_t key) const {
     return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull) >> shift_;
   }
-  int shift_;
-  uint64_t mask_;
+  void resize(int64_t entries) {
+    int bits = 4;
+    while ((int64_t{1} << bits) < 2 * std::max<int64_t>(entries, 1)) ++bits;
+    std::vector<Slot> old = std::move(slots_);
+    shift_ = 64 - bits;
+    mask_ = (uint64_t{1} << bits) - 1;
+    slots_.assign(mask_ + 1, Slot{-1, -1});
+    for (const Slot& entry : old) {
+      if (entry.key == -1) continue;
+      uint64_t slot = hash(entry.key);
+      while (slots_[slot].key != -1) slot = (slot + 1) & mask_;
+      slots_[slot] = entry;
+    }
+  }
+  int shift_ = 0;
+  uint64_t mask_ = 0;
+  int64_t used_ = 0;
   std::vector<Slot> slots_;
 };
+
+// A KeyMap of keys[row] -> row.
+KeyMap rows_of(const int64_t* keys, int64_t count) {
+  KeyMap map(count);
+  for (int64_t row = 0; row < count; ++row) map.find_or_add(keys[row], row);
+  return map;
+}
 
 // Whether deltas[volume-1-k] == -deltas[k] for every k (a centred kernel: true for the odd
 // cubes of the backend), so that half the offsets give the other half for free.
@@ -93,11 +118,11 @@ void neighbor_table(const at::Tensor& keys, const at::Tensor& deltas, const at::
   const int64_t* delta = deltas.data_ptr<int64_t>();
   int32_t* out = table.data_ptr<int32_t>();
   if (!mirrored(delta, volume)) {
-    const KeyTable lookup(key, count);
+    const KeyMap lookup = rows_of(key, count);
     at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         for (int64_t k = 0; k < volume; ++k) {
-          out[row * volume + k] = lookup.find(key[row] + delta[k]);
+          out[row * volume + k] = static_cast<int32_t>(lookup.find(key[row] + delta[k]));
         }
       }
     });
@@ -127,13 +152,13 @@ void neighbor_table(const at::Tensor& keys, const at::Tensor& deltas, const at::
     for (int64_t row = 0; row < count; ++row) out[row * volume + centre] = static_cast<int32_t>(row);
     return;
   }
-  const KeyTable lookup(key, count);
+  const KeyMap lookup = rows_of(key, count);
   at::parallel_for(0, count, 2048, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       int32_t* own = out + row * volume;
       own[centre] = static_cast<int32_t>(row);
       for (int64_t k = 0; k < centre; ++k) {
-        const int32_t found = lookup.find(key[row] + delta[k]);
+        const auto found = static_cast<int32_t>(lookup.find(key[row] + delta[k]));
         if (found < 0) continue;
         own[k] = found;
         out[static_cast<int64_t>(found) * volume + (volume - 1 - k)] = static_cast<int32_t>(row);
@@ -400,53 +425,6 @@ void subm_conv(const at::Tensor& features, const at::Tensor& weight, const at::T
   }
 }
 
-// Open-addressing map of non-negative int64 keys to int64 ids that doubles when half full,
-// so its size follows the distinct keys (a few times fewer than the points of a scan), not
-// the points.
-class GrowingKeyTable {
- public:
-  explicit GrowingKeyTable(int64_t expected) { resize(expected); }
-
-  // The id of ``key``, adding it with ``id`` when absent.
-  int64_t find_or_add(int64_t key, int64_t id) {
-    uint64_t slot = hash(key);
-    while (slots_[slot].key != -1) {
-      if (slots_[slot].key == key) return slots_[slot].id;
-      slot = (slot + 1) & mask_;
-    }
-    slots_[slot] = Slot{key, id};
-    if (++used_ * 2 > static_cast<int64_t>(mask_ + 1)) resize(used_);
-    return id;
-  }
-
- private:
-  struct Slot {
-    int64_t key;
-    int64_t id;
-  };
-  uint64_t hash(int64_t key) const {
-    return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull) >> shift_;
-  }
-  void resize(int64_t entries) {
-    int bits = 4;
-    while ((int64_t{1} << bits) < 2 * std::max<int64_t>(entries, 1)) ++bits;
-    std::vector<Slot> old = std::move(slots_);
-    shift_ = 64 - bits;
-    mask_ = (uint64_t{1} << bits) - 1;
-    slots_.assign(mask_ + 1, Slot{-1, -1});
-    for (const Slot& entry : old) {
-      if (entry.key == -1) continue;
-      uint64_t slot = hash(entry.key);
-      while (slots_[slot].key != -1) slot = (slot + 1) & mask_;
-      slots_[slot] = entry;
-    }
-  }
-  int shift_ = 0;
-  uint64_t mask_ = 0;
-  int64_t used_ = 0;
-  std::vector<Slot> slots_;
-};
-
 // The next level of a voxel pyramid: what native.coarser_level computes, with a hash instead
 // of sorting every fine voxel. fine: (V, 4) int64 (batch, x, y, z), spatial columns >= 0;
 // sizes: the key radix (3,) and pad as native.pack_keys uses them. Writes the first V_c rows
@@ -479,23 +457,15 @@ int64_t coarsen(const at::Tensor& fine, const at::Tensor& sizes, int64_t pad,
     offsets[row] = static_cast<int8_t>((r[1] & 1) + 2 * (r[2] & 1) + 4 * (r[3] & 1));
   }
   // Distinct parent keys in first-seen order, then ranked by key.
-  int bits = 4;
-  while ((int64_t{1} << bits) < 2 * count) ++bits;
-  const uint64_t mask = (uint64_t{1} << bits) - 1;
-  std::vector<int64_t> slot_key(mask + 1, -1);
-  std::vector<int32_t> slot_id(mask + 1, -1);
+  KeyMap ids(count / 2);
   std::vector<int32_t> first_seen(count);
   std::vector<std::pair<int64_t, int32_t>> distinct;  // (key, first fine row)
   distinct.reserve(count / 2 + 1);
   for (int64_t row = 0; row < count; ++row) {
-    uint64_t slot = (static_cast<uint64_t>(keys[row]) * 0x9E3779B97F4A7C15ull) >> (64 - bits);
-    while (slot_key[slot] != -1 && slot_key[slot] != keys[row]) slot = (slot + 1) & mask;
-    if (slot_key[slot] == -1) {
-      slot_key[slot] = keys[row];
-      slot_id[slot] = static_cast<int32_t>(distinct.size());
-      distinct.emplace_back(keys[row], static_cast<int32_t>(row));
-    }
-    first_seen[row] = slot_id[slot];
+    const auto next = static_cast<int64_t>(distinct.size());
+    const int64_t id = ids.find_or_add(keys[row], next);
+    if (id == next) distinct.emplace_back(keys[row], static_cast<int32_t>(row));
+    first_seen[row] = static_cast<int32_t>(id);
   }
   const int64_t num_coarse = static_cast<int64_t>(distinct.size());
   std::vector<int32_t> by_key(num_coarse);
@@ -586,7 +556,7 @@ int64_t voxelize(const at::Tensor& points, double voxel_size, int64_t mode, cons
   // share a cell: those skip the hash.
   std::vector<int64_t> distinct;  // keys, by id
   distinct.reserve(count / 4 + 16);
-  GrowingKeyTable ids(count / 4);
+  KeyMap ids(count / 4);
   int64_t* out_inverse = inverse.data_ptr<int64_t>();
   int64_t previous = -1, previous_id = -1;
   for (int64_t row = 0; row < count; ++row) {
