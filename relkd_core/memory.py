@@ -3,8 +3,8 @@
 Labelling a scan allocates tens of megabytes of short-lived tensors (voxel features per layer,
 neighbour tables, the labelled cloud). With glibc's defaults much of it is handed back to the
 kernel when freed (large blocks are mmap'ed and unmapped, the heap top is trimmed), so the
-next scan faults the same pages in again: about 5,000 page faults per scan of the benchmark
-students, a fifth of a labelling's time (bench/bench_node.py, faults counted with getrusage).
+next scan faults the same pages in again: thousands of page faults per scan, each costing
+microseconds (``test/test_memory.py`` counts them for a tiny student on a 60k-point scan).
 
 :func:`retain_freed_memory` asks glibc (``mallopt``) to serve blocks up to 32 MiB from the
 heap and to keep up to 512 MiB of free heap, so after the first scan the process reuses its own
