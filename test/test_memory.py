@@ -49,6 +49,7 @@ def test_labelling_again_faults_no_pages_in_with_the_policy(tmp_path: Path) -> N
     applied, faults = faults_of_a_repeated_scan(tmp_path)
     assert applied
     # glibc's defaults (its own tunable set to its default value keeps the policy off) fault
-    # the scan's temporaries in again on every scan: the policy is what removes them.
+    # the scan's temporaries in again on every scan (about 21,000 faults here): the policy
+    # is what removes them (0 in most runs; a few dozen from Python's own growth in some).
     _, default_faults = faults_of_a_repeated_scan(tmp_path, MALLOC_TOP_PAD_='131072')
-    assert faults < 50 < default_faults / 4, (faults, default_faults)
+    assert default_faults > 2000 and faults * 20 < default_faults, (faults, default_faults)
