@@ -170,8 +170,7 @@ class NativeGeometry(SparseGeometry):
         ``bias``, then a ReLU; one pass over the output on the compiled path."""
         ops = self._fast_ops(features, weight)
         if ops is not None:
-            down_table, up_table = self.stride_tables(level)
-            return native_fast.subm_conv(ops, features, weight, up_table if up else down_table,
+            return native_fast.subm_conv(ops, features, weight, self.stride_table(level, up)[0],
                                          bias, None, True)
         return self._stride_conv(level, features, weight, up=up).add_(bias).relu_()
 
@@ -181,8 +180,7 @@ class NativeGeometry(SparseGeometry):
         autograd = _needs_autograd(features, weight)
         ops = self._fast_ops(features, weight)
         if ops is not None:
-            down_table, up_table = self.stride_tables(level)
-            table, transposed = (up_table, down_table) if up else (down_table, up_table)
+            table, transposed = self.stride_table(level, up)
             if autograd:
                 # Weight gradient rows: (input rows, output rows), grouped by child offset.
                 rows = (down.parent, down.child_order) if up else (down.child_order, down.parent)
@@ -276,6 +274,12 @@ class NativeGeometry(SparseGeometry):
         up_table[down.child_order, offsets] = down.parent.int()
         self._stride_tables[level] = (down_table, up_table)
         return down_table, up_table
+
+    def stride_table(self, level: int, up: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The table an ``up_conv`` (``up``) or ``down_conv`` at ``level`` runs over, and its
+        transpose (that of the other direction), from ``stride_tables``."""
+        down_table, up_table = self.stride_tables(level)
+        return (up_table, down_table) if up else (down_table, up_table)
 
     def neighbor_table(self, level: int, kernel_size: int, ops: Any) -> torch.Tensor:
         """(V_level, K³) int32 neighbour table of the compiled path (cached)."""

@@ -14,13 +14,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <utility>
 #include <vector>
-
 
 namespace {
 
@@ -81,6 +80,38 @@ class KeyMap {
   uint64_t mask_ = 0;
   int64_t used_ = 0;
   std::vector<Slot> slots_;
+};
+
+// Distinct keys, each given an id in the order first seen; ``by_key`` then ranks them.
+class DistinctKeys {
+ public:
+  explicit DistinctKeys(int64_t expected) : ids_(expected) { keys_.reserve(expected + 16); }
+
+  // The id of ``key``; a key not seen before gets the next id.
+  int32_t id(int64_t key) {
+    const auto next = static_cast<int64_t>(keys_.size());
+    const int64_t found = ids_.find_or_add(key, next);
+    if (found == next) keys_.push_back(key);
+    return static_cast<int32_t>(found);
+  }
+
+  int64_t size() const { return static_cast<int64_t>(keys_.size()); }
+  int64_t key(int32_t id) const { return keys_[id]; }
+
+  // The ids in ascending key order; rank[id] is written with each id's position in it.
+  std::vector<int32_t> by_key(std::vector<int32_t>& rank) const {
+    std::vector<int32_t> order(keys_.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+    std::sort(order.begin(), order.end(),
+              [&](int32_t a, int32_t b) { return keys_[a] < keys_[b]; });
+    rank.assign(order.size(), 0);
+    for (size_t i = 0; i < order.size(); ++i) rank[order[i]] = static_cast<int32_t>(i);
+    return order;
+  }
+
+ private:
+  KeyMap ids_;
+  std::vector<int64_t> keys_;
 };
 
 // A KeyMap of keys[row] -> row.
@@ -456,30 +487,25 @@ int64_t coarsen(const at::Tensor& fine, const at::Tensor& sizes, int64_t pad,
                 (r[3] >> 1) + pad;
     offsets[row] = static_cast<int8_t>((r[1] & 1) + 2 * (r[2] & 1) + 4 * (r[3] & 1));
   }
-  // Distinct parent keys in first-seen order, then ranked by key.
-  KeyMap ids(count / 2);
+  // Distinct parent keys in first-seen order (with the first fine row of each), then ranked.
+  DistinctKeys parents_seen(count / 2);
   std::vector<int32_t> first_seen(count);
-  std::vector<std::pair<int64_t, int32_t>> distinct;  // (key, first fine row)
-  distinct.reserve(count / 2 + 1);
+  std::vector<int32_t> first_row;  // by parent id
+  first_row.reserve(count / 2 + 16);
   for (int64_t row = 0; row < count; ++row) {
-    const auto next = static_cast<int64_t>(distinct.size());
-    const int64_t id = ids.find_or_add(keys[row], next);
-    if (id == next) distinct.emplace_back(keys[row], static_cast<int32_t>(row));
-    first_seen[row] = static_cast<int32_t>(id);
+    first_seen[row] = parents_seen.id(keys[row]);
+    if (first_seen[row] == static_cast<int64_t>(first_row.size())) {
+      first_row.push_back(static_cast<int32_t>(row));
+    }
   }
-  const int64_t num_coarse = static_cast<int64_t>(distinct.size());
-  std::vector<int32_t> by_key(num_coarse);
-  for (int64_t i = 0; i < num_coarse; ++i) by_key[i] = static_cast<int32_t>(i);
-  std::sort(by_key.begin(), by_key.end(),
-            [&](int32_t a, int32_t b) { return distinct[a].first < distinct[b].first; });
-  std::vector<int32_t> rank(num_coarse);
+  const int64_t num_coarse = parents_seen.size();
+  std::vector<int32_t> rank;
+  const std::vector<int32_t> by_key = parents_seen.by_key(rank);
   int64_t* out_coords = coarse.data_ptr<int64_t>();
   int64_t* out_keys = coarse_keys.data_ptr<int64_t>();
   for (int64_t i = 0; i < num_coarse; ++i) {
-    const auto& [key, row] = distinct[by_key[i]];
-    rank[by_key[i]] = static_cast<int32_t>(i);
-    out_keys[i] = key;
-    const int64_t* r = c + 4 * static_cast<int64_t>(row);
+    out_keys[i] = parents_seen.key(by_key[i]);
+    const int64_t* r = c + 4 * static_cast<int64_t>(first_row[by_key[i]]);
     out_coords[4 * i] = r[0];
     for (int axis = 1; axis < 4; ++axis) out_coords[4 * i + axis] = r[axis] >> 1;
   }
@@ -554,9 +580,7 @@ int64_t voxelize(const at::Tensor& points, double voxel_size, int64_t mode, cons
   // Distinct cells in first-seen order (an id per cell, the point's id written to inverse for
   // now), then ranked by key (= lexicographic cell order). Consecutive points of a scan often
   // share a cell: those skip the hash.
-  std::vector<int64_t> distinct;  // keys, by id
-  distinct.reserve(count / 4 + 16);
-  KeyMap ids(count / 4);
+  DistinctKeys voxels(count / 4);
   int64_t* out_inverse = inverse.data_ptr<int64_t>();
   int64_t previous = -1, previous_id = -1;
   for (int64_t row = 0; row < count; ++row) {
@@ -566,21 +590,16 @@ int64_t voxelize(const at::Tensor& points, double voxel_size, int64_t mode, cons
     }
     if (key != previous) {
       previous = key;
-      previous_id = ids.find_or_add(key, static_cast<int64_t>(distinct.size()));
-      if (previous_id == static_cast<int64_t>(distinct.size())) distinct.push_back(key);
+      previous_id = voxels.id(key);
     }
     out_inverse[row] = previous_id;
   }
-  const int64_t num_voxels = static_cast<int64_t>(distinct.size());
-  std::vector<int32_t> by_key(num_voxels);
-  for (int64_t i = 0; i < num_voxels; ++i) by_key[i] = static_cast<int32_t>(i);
-  std::sort(by_key.begin(), by_key.end(),
-            [&](int32_t a, int32_t b) { return distinct[a] < distinct[b]; });
-  std::vector<int32_t> rank(num_voxels);
+  const int64_t num_voxels = voxels.size();
+  std::vector<int32_t> rank;
+  const std::vector<int32_t> by_key = voxels.by_key(rank);
   int64_t* out_cells = cells.data_ptr<int64_t>();
   for (int64_t i = 0; i < num_voxels; ++i) {
-    rank[by_key[i]] = static_cast<int32_t>(i);
-    int64_t key = distinct[by_key[i]];
+    int64_t key = voxels.key(by_key[i]);
     for (int axis = 2; axis >= 0; --axis) {
       out_cells[3 * i + axis] = key % size[axis] + base[axis];
       key /= size[axis];
