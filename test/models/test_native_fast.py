@@ -189,6 +189,22 @@ def test_fast_coarsening_equals_the_reference_level_by_level(ops: object) -> Non
         assert fast[3].shape[0] < fine.shape[0]
 
 
+def test_compiled_stride_tables_equal_the_reference(ops: object) -> None:
+    coords = cloud_coords(900, seed=6)
+    fast, reference = NativeGeometry(coords, 4), NativeGeometry(coords, 4, fast=False)
+    for level in range(3):
+        got, expected = fast.stride_tables(level), reference.stride_tables(level)
+        for table, other in zip(got, expected, strict=True):
+            assert table.dtype == torch.int32 and torch.equal(table, other)
+        down, up = got
+        assert down.shape == (fast.num_voxels(level + 1), 8)
+        # Every fine voxel has exactly one parent; each child entry points back at its parent.
+        assert torch.equal((up >= 0).sum(dim=1), torch.ones(fast.num_voxels(level),
+                                                             dtype=torch.int64))
+        rows, offsets = (down >= 0).nonzero(as_tuple=True)
+        assert torch.equal(up[down[rows, offsets].long(), offsets], rows.int())
+
+
 @pytest.mark.parametrize("up", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fast_stride_convs_match_the_reference_with_gradients(ops: object, up: bool,

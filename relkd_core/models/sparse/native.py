@@ -267,11 +267,16 @@ class NativeGeometry(SparseGeometry):
         if cached is not None:
             return cached
         down = self._down_map(level)
-        offsets = torch.repeat_interleave(torch.arange(8), torch.tensor(down.counts))
-        down_table = torch.full((self.num_voxels(level + 1), 8), -1, dtype=torch.int32)
-        down_table[down.parent, offsets] = down.child_order.int()
-        up_table = torch.full((self.num_voxels(level), 8), -1, dtype=torch.int32)
-        up_table[down.child_order, offsets] = down.parent.int()
+        ops = native_fast.fast_ops() if self.fast else None
+        if ops is not None:
+            down_table, up_table = native_fast.stride_tables(
+                ops, down.child_order, down.parent, down.counts, self.num_voxels(level + 1))
+        else:
+            offsets = torch.repeat_interleave(torch.arange(8), torch.tensor(down.counts))
+            down_table = torch.full((self.num_voxels(level + 1), 8), -1, dtype=torch.int32)
+            down_table[down.parent, offsets] = down.child_order.int()
+            up_table = torch.full((self.num_voxels(level), 8), -1, dtype=torch.int32)
+            up_table[down.child_order, offsets] = down.parent.int()
         self._stride_tables[level] = (down_table, up_table)
         return down_table, up_table
 

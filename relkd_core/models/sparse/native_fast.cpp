@@ -526,6 +526,45 @@ int64_t coarsen(const at::Tensor& fine, const at::Tensor& sizes, int64_t pad,
   return num_coarse;
 }
 
+// The stride-2 map between a level and the next as two tables over the 8 child offsets, from
+// coarsen's outputs: down (V_c, 8) the child row of each coarse voxel, up (V, 8) the parent row
+// of each fine voxel at its own offset; -1 elsewhere.
+void stride_tables(const at::Tensor& child_order, const at::Tensor& parent,
+                   const at::Tensor& counts, const at::Tensor& down, const at::Tensor& up) {
+  for (const at::Tensor* t : {&child_order, &parent, &counts}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kLong && t->is_contiguous(),
+                "stride_tables: contiguous int64 CPU tensors only");
+  }
+  for (const at::Tensor* t : {&down, &up}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kInt && t->is_contiguous() &&
+                    t->dim() == 2 && t->size(1) == 8,
+                "stride_tables: tables must be contiguous (V, 8) int32");
+  }
+  const int64_t count = child_order.numel();
+  TORCH_CHECK(parent.numel() == count && counts.numel() == 8 && up.size(0) == count,
+              "stride_tables: bad shapes");
+  const int64_t* order = child_order.data_ptr<int64_t>();
+  const int64_t* parents = parent.data_ptr<int64_t>();
+  const int64_t* per_offset = counts.data_ptr<int64_t>();
+  const int64_t num_coarse = down.size(0);
+  int32_t* down_out = down.data_ptr<int32_t>();
+  int32_t* up_out = up.data_ptr<int32_t>();
+  std::fill(down_out, down_out + num_coarse * 8, -1);
+  std::fill(up_out, up_out + count * 8, -1);
+  int64_t at = 0;
+  for (int offset = 0; offset < 8; ++offset) {
+    TORCH_CHECK(per_offset[offset] >= 0 && at + per_offset[offset] <= count,
+                "stride_tables: counts do not add up to the rows");
+    for (const int64_t end = at + per_offset[offset]; at < end; ++at) {
+      const int64_t row = order[at], coarse = parents[at];
+      TORCH_CHECK(row >= 0 && row < count && coarse >= 0 && coarse < num_coarse,
+                  "stride_tables: row out of range");
+      down_out[coarse * 8 + offset] = static_cast<int32_t>(row);
+      up_out[row * 8 + offset] = static_cast<int32_t>(coarse);
+    }
+  }
+}
+
 // Cartesian voxelization of one scan: what relkd_core.geometry.voxel computes (cells
 // floor(xyz / voxel_size) in float64, the occupied cells sorted lexicographically, the cell
 // of every point, the per-voxel mean of the point values), with a hash instead of a sort of
@@ -636,6 +675,9 @@ TORCH_LIBRARY(relkd_native, m) {
   m.def("coarsen(Tensor fine, Tensor sizes, int pad, Tensor(a!) coarse, Tensor(b!) coarse_keys, "
         "Tensor(c!) child_order, Tensor(d!) parent, Tensor(e!) counts) -> int",
         &coarsen);
+  m.def("stride_tables(Tensor child_order, Tensor parent, Tensor counts, Tensor(a!) down, "
+        "Tensor(b!) up) -> ()",
+        &stride_tables);
   m.def("voxelize(Tensor points, float voxel_size, int mode, Tensor(a!) cells, "
         "Tensor(b!) inverse, Tensor(c!) features) -> int",
         &voxelize);

@@ -116,7 +116,6 @@ def subm_conv(ops: Any, features: torch.Tensor, weight: torch.Tensor, table: tor
     return out
 
 
-
 def coarsen(ops: Any, fine: torch.Tensor, sizes: list[int], pad: int
             ) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
     """``native.coarser_level(fine, sizes)`` (same outputs, same order) with a hash instead of
@@ -129,6 +128,18 @@ def coarsen(ops: Any, fine: torch.Tensor, sizes: list[int], pad: int
     num_coarse = int(ops.coarsen(fine.contiguous(), torch.tensor(sizes, dtype=torch.int64), pad,
                                  coarse, keys, order, parent, counts))
     return order, parent, counts.tolist(), coarse[:num_coarse].clone(), keys[:num_coarse].clone()
+
+
+def stride_tables(ops: Any, child_order: torch.Tensor, parent: torch.Tensor, counts: list[int],
+                  num_coarse: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``NativeGeometry.stride_tables`` from ``coarsen``'s outputs: (V_c, 8) the child row of
+    each coarse voxel and (V, 8) the parent row of each fine voxel at its offset (-1 elsewhere),
+    int32."""
+    down = torch.empty((num_coarse, 8), dtype=torch.int32)
+    up = torch.empty((child_order.shape[0], 8), dtype=torch.int32)
+    ops.stride_tables(child_order.contiguous(), parent.contiguous(),
+                      torch.tensor(counts, dtype=torch.int64), down, up)
+    return down, up
 
 
 #: ``StudentConfig.input_features`` -> the compiled voxelizer's mode.
