@@ -9,7 +9,11 @@ asked for: with the head ``h = W v + b`` and unit text rows ``e``, the cosine is
 ``(e·W v + e·b) / |h|``, where ``e·W`` is a (C, out_dim) matrix made once per call and
 ``|h|² = vᵀ(WᵀW)v + 2 (Wᵀb)·v + b·b`` needs only the (out_dim, out_dim) Gram matrix, so the
 per-voxel work is out_dim × (C + out_dim) instead of out_dim × teacher_dim (+ a normalisation
-and a match at teacher width). Same values up to float rounding.
+and a match at teacher width). The backbone's ``final`` 1×1 layer ``y = P u + f`` and its output
+normalisation ``y / |y|`` fold in the same way, down to the last stage's width C_last: ``|y|²``
+and ``|W y|²`` are quadratic forms in ``u`` and ``e·W y`` is linear in it, so one (C_last,
+C + 2 C_last + 1) product per voxel gives them all (the small matrices are made in float64).
+Same values up to float rounding.
 
 Precision: ``float32`` (default) or ``bfloat16``. In bfloat16 the student runs on a bfloat16
 copy of its weights (made once per model and cached) with bfloat16 voxel features, on the
@@ -33,6 +37,7 @@ from torch import nn
 from relkd_core.errors import ConfigError
 from relkd_core.models.batch import voxelize_batch
 from relkd_core.models.distilled import DistilledStudent
+from relkd_core.models.sparse import native_fast
 
 __all__ = ["PRECISIONS", "BestEntries", "Precision", "best_entries", "check_precision",
            "model_for_precision"]
@@ -44,6 +49,9 @@ _DTYPES: Final = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _copies: weakref.WeakKeyDictionary[DistilledStudent, DistilledStudent] = (
     weakref.WeakKeyDictionary())
 _copies_lock = threading.Lock()
+_folds: weakref.WeakKeyDictionary[DistilledStudent, tuple[
+    tuple[torch.Tensor, ...], tuple[tuple[int, int], ...], native_fast.HeadTerms]] = (
+    weakref.WeakKeyDictionary())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,27 +101,86 @@ def best_entries(model: DistilledStudent, points: torch.Tensor, embeddings: torc
     dtype = head.weight.dtype
     if batch.features.dtype != dtype:
         batch = dataclasses.replace(batch, features=batch.features.to(dtype))
-    backbone_out = backbone.forward_voxels(batch).float()
     text = embeddings.float()
     rows = batch.point_to_voxel
     weight, bias = head.weight.float(), head.bias.float()
     if with_features:
+        backbone_out = backbone.forward_voxels(batch).float()
         voxels = nn.functional.normalize(nn.functional.linear(backbone_out, weight, bias), dim=1)
         score, index = (voxels @ text.T).max(dim=1)
         features: torch.Tensor | None = voxels.index_select(0, rows)
     else:
-        cosine = _head_cosines(backbone_out, weight, bias, text)
-        score, index = cosine.max(dim=1)
+        hidden = backbone.forward_voxels(batch, project=False).float()
+        head_terms = _folded_head(runner, embeddings)
+        ops = native_fast.fast_ops() if (backbone.config.backend == "native"
+                                         and hidden.device.type == "cpu") else None
+        normalize = backbone.config.normalize_output
+        if ops is not None:
+            index, score = native_fast.best_match(ops, hidden, head_terms, normalize)
+        else:
+            score, index = _head_cosines(hidden, head_terms, normalize).max(dim=1)
         features = None
     return BestEntries(index.index_select(0, rows), score.index_select(0, rows), features)
 
 
-def _head_cosines(voxels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                  text: torch.Tensor) -> torch.Tensor:
-    """(V, C) cosines between the head outputs ``voxels @ weightᵀ + bias`` and the unit
-    ``text`` rows, without making the (V, teacher_dim) head outputs (see the module doc)."""
-    dots = torch.addmm(text @ bias, voxels, (text @ weight).T)
-    gram = weight.T @ weight
-    squared = ((voxels @ gram) * voxels).sum(dim=1) + 2.0 * (voxels @ (weight.T @ bias))
-    norms = (squared + bias @ bias).clamp_(min=0.0).sqrt_().clamp_(min=1e-12)
-    return dots / norms.unsqueeze(1)
+def _folded_head(runner: DistilledStudent, embeddings: torch.Tensor) -> native_fast.HeadTerms:
+    """``_fold_head`` of ``runner``'s final layer and head with ``embeddings``, cached per model
+    while those tensors are the same objects, unchanged (version counters) and in place."""
+    final, head = runner.backbone.final, runner.head
+    assert final.bias is not None  # MinkUNet's final layer has one
+    sources: tuple[torch.Tensor, ...] = (final.weight, final.bias, head.weight, head.bias,
+                                         embeddings)
+    key = tuple((t._version, t.data_ptr()) for t in sources)
+    with _copies_lock:
+        cached = _folds.get(runner)
+    if cached is not None and cached[1] == key and all(
+            a is b for a, b in zip(cached[0], sources, strict=True)):
+        return cached[2]
+    terms = _fold_head(final.weight[0].float(), final.bias.float(), head.weight.float(),
+                       head.bias.float(), embeddings.float())
+    with _copies_lock:
+        _folds[runner] = (sources, key, terms)
+    return terms
+
+
+def _fold_head(project: torch.Tensor, shift: torch.Tensor, weight: torch.Tensor,
+               bias: torch.Tensor, text: torch.Tensor) -> native_fast.HeadTerms:
+    """The labelling head folded down to the last stage's width (see the module doc): the
+    backbone's ``final`` layer ``y = u @ project + shift``, the head ``h = W n + b`` and the
+    unit ``text`` rows ``e``; made in float64, stored in float32."""
+    p, f, w, b, e = (t.double() for t in (project, shift, weight, bias, text))
+    gram = w.T @ w
+    p_gram = p @ gram
+    # Columns: e·W y (C), then the blocks whose row-wise dot with u gives |y|² and |W y|² (less
+    # their constants), then y·(Wᵀ b).
+    matrix = torch.cat([p @ (e @ w).T, p @ p.T, p_gram @ p.T, (p @ (w.T @ b)).unsqueeze(1)],
+                       dim=1)
+    offset = torch.cat([e @ (w @ f), 2.0 * (p @ f), 2.0 * (p_gram @ f), (f @ (w.T @ b)).view(1)])
+    return native_fast.HeadTerms(
+        matrix=matrix.to(project.dtype), offset=offset.to(project.dtype),
+        text_bias=(e @ b).to(project.dtype), f_dot_f=float(f @ f),
+        f_gram_f=float(f @ gram @ f), b_dot_b=float(b @ b))
+
+
+def _head_cosines(hidden: torch.Tensor, terms: native_fast.HeadTerms, normalize: bool
+                  ) -> torch.Tensor:
+    """(V, C) cosines between the head outputs and the text rows from the (V, C_last) last
+    stage output ``hidden`` (``y / |y|`` feeds the head when ``normalize``, else ``y``),
+    without making ``y`` or the head outputs. The reference of ``native_fast.best_match``."""
+    c_last, count = hidden.shape[1], terms.text_bias.shape[0]
+    out = torch.addmm(terms.offset, hidden, terms.matrix)
+    quadratic = out[:, count:count + 2 * c_last].view(-1, 2, c_last)
+    forms = (quadratic * hidden.unsqueeze(1)).sum(dim=2)
+    y_gram_y = forms[:, 1] + terms.f_gram_f
+    y_dot_wb = out[:, -1]
+    dots = out[:, :count]
+    if normalize:
+        # F.normalize divides by max(|y|, 1e-12).
+        inverse = (forms[:, 0] + terms.f_dot_f).clamp_(min=0.0).sqrt_().clamp_(min=1e-12)
+        inverse = inverse.reciprocal_()
+        y_gram_y.mul_(inverse.square())
+        y_dot_wb = y_dot_wb * inverse
+        dots = dots * inverse.unsqueeze(1)
+    squared = y_gram_y + 2.0 * y_dot_wb + terms.b_dot_b
+    norms = squared.clamp_(min=0.0).sqrt_().clamp_(min=1e-12)
+    return (dots + terms.text_bias).div_(norms.unsqueeze(1))

@@ -207,11 +207,14 @@ class MinkUNet(nn.Module):
         voxel_features = self.forward_voxels(batch)
         return devoxelize(voxel_features, batch.point_to_voxel)
 
-    def forward_voxels(self, batch: VoxelBatch) -> torch.Tensor:
-        """Per-voxel features (V, out_dim), rows in the order of ``batch.coords``."""
+    def forward_voxels(self, batch: VoxelBatch, *, project: bool = True) -> torch.Tensor:
+        """Per-voxel features (V, out_dim), rows in the order of ``batch.coords``. Without
+        ``project``: the last stage's output (V, C_last), before the ``final`` 1×1 layer and
+        the normalisation, for a caller that folds both into what follows them."""
         if batch.num_voxels == 0:
             # Nothing to convolve; the head's weight keeps the empty output in the graph.
-            return batch.features.new_zeros((0, self.config.out_dim)) + self.final.weight[0, 0]
+            width = self.config.out_dim if project else self.final.weight.shape[1]
+            return batch.features.new_zeros((0, width)) + self.final.weight[0, 0, 0]
         key = f"{self.config.backend}:{NUM_LEVELS}"
         geometry = batch.cache.get(key)
         if geometry is None:
@@ -219,15 +222,17 @@ class MinkUNet(nn.Module):
             batch.cache[key] = geometry
         if isinstance(geometry, NativeGeometry) and not self.training and (
                 not torch.is_grad_enabled()):
-            out = self.run_folded(batch.features, geometry)
+            out = self.run_folded(batch.features, geometry, project=project)
         else:
-            out = self.run(batch.features, geometry)
-        if self.config.normalize_output:
+            out = self.run(batch.features, geometry, project=project)
+        if project and self.config.normalize_output:
             out = functional.normalize(out, p=2.0, dim=1)
         return out
 
-    def run(self, features: torch.Tensor, geometry: SparseGeometry) -> torch.Tensor:
-        """The network on level-0 voxel features (V, C_in) -> (V, out_dim), no normalisation."""
+    def run(self, features: torch.Tensor, geometry: SparseGeometry, *, project: bool = True
+            ) -> torch.Tensor:
+        """The network on level-0 voxel features (V, C_in) -> (V, out_dim), no normalisation;
+        without ``project``, (V, C_last) before the ``final`` layer."""
         out = functional.relu(self.bn0(self.conv0p1s1(features, geometry, 0)))
         skips = [out]
         for stage in range(4):
@@ -241,10 +246,13 @@ class MinkUNet(nn.Module):
             out = functional.relu(getattr(self, f"bntr{stage}")(up(out, geometry, level)))
             out = torch.cat([out, skips[level]], dim=1)
             out = getattr(self, f"block{stage + 1}")(out, geometry, level)
+        if not project:
+            return out
         result: torch.Tensor = self.final(out)
         return result
 
-    def run_folded(self, features: torch.Tensor, geometry: NativeGeometry) -> torch.Tensor:
+    def run_folded(self, features: torch.Tensor, geometry: NativeGeometry, *,
+                   project: bool = True) -> torch.Tensor:
         """``run`` in eval mode with the batch norms folded (see the module doc); no autograd."""
         folded = self._folded_weights()
 
@@ -281,6 +289,8 @@ class MinkUNet(nn.Module):
             weight, bias = folded[name]
             out = geometry.stride_conv_epilogue(level, out, weight, bias, up=True)
             out = stage(f"block{index + 1}", torch.cat([out, skips[level]], dim=1), level)
+        if not project:
+            return out
         weight, bias = folded["final"]
         return torch.addmm(bias, out, weight[0])
 

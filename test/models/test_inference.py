@@ -47,6 +47,37 @@ def test_best_entries_equal_per_point_features_matched_with_the_text(
     assert torch.equal(with_features.index, index)
 
 
+@pytest.mark.parametrize("backend", ["native", "native-ref"])
+def test_best_entries_without_output_normalisation_match_the_features(
+        make_config: ConfigFactory, make_scan: ScanFactory, backend: str) -> None:
+    model = student(make_config(backend=backend, normalize_output=False))
+    scan, text = make_scan(900, seed=4), text_rows(5, seed=1)
+    (features,) = scan_features(model, [scan])
+    score, index = (features @ text.T).max(dim=1)
+    result = best_entries(model, scan, text)
+    assert torch.equal(result.index, index)
+    torch.testing.assert_close(result.score, score, atol=1e-5, rtol=1e-5)
+
+
+def test_best_entries_see_changed_weights_and_text(make_config: ConfigFactory,
+                                                    make_scan: ScanFactory) -> None:
+    # The folded head is cached per model: a changed weight or another text table must count.
+    model = student(make_config(backend="native"))
+    scan, text = make_scan(800, seed=5), text_rows(6, seed=2)
+    first = best_entries(model, scan, text)
+    target = int(torch.bincount(first.index, minlength=6).argmin())
+    with torch.no_grad():
+        model.head.bias.add_(5.0 * text[target])  # pulls every point towards that entry
+    moved = best_entries(model, scan, text)
+    (features,) = scan_features(model, [scan])
+    assert torch.equal(moved.index, (features @ text.T).argmax(dim=1))
+    assert float((moved.index == target).float().mean()) > 0.5 > float(
+        (first.index == target).float().mean())
+    other = text_rows(6, seed=3)
+    assert torch.equal(best_entries(model, scan, other).index,
+                       (features @ other.T).argmax(dim=1))
+
+
 @pytest.mark.slow
 def test_bfloat16_labels_agree_with_float32(make_config: ConfigFactory,
                                             make_scan: ScanFactory) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from relkd_core.models import StudentConfig, build_student, voxelize_batch
+from relkd_core.models import StudentConfig, build_student, inference, voxelize_batch
 from relkd_core.models.batch import _fast_voxels
 from relkd_core.models.sparse import build_geometry, native_fast
 from relkd_core.models.sparse.native import (
@@ -203,6 +203,25 @@ def test_compiled_stride_tables_equal_the_reference(ops: object) -> None:
                                                              dtype=torch.int64))
         rows, offsets = (down >= 0).nonzero(as_tuple=True)
         assert torch.equal(up[down[rows, offsets].long(), offsets], rows.int())
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize(("rows", "width", "count"), [(1000, 24, 8), (13, 5, 1), (37, 48, 17),
+                                                      (0, 8, 3)])
+def test_best_match_equals_the_folded_head_reference(ops: object, normalize: bool, rows: int,
+                                                     width: int, count: int) -> None:
+    generator = torch.Generator().manual_seed(rows + width)
+    hidden = torch.randn(rows, width, generator=generator)
+    text = torch.nn.functional.normalize(torch.randn(count, 40, generator=generator), dim=1)
+    terms = inference._fold_head(torch.randn(width, 16, generator=generator),
+                                 torch.randn(16, generator=generator),
+                                 torch.randn(40, 16, generator=generator),
+                                 torch.randn(40, generator=generator), text)
+    index, score = native_fast.best_match(ops, hidden, terms, normalize)
+    cosine = inference._head_cosines(hidden, terms, normalize)
+    assert index.shape == score.shape == (rows,)
+    assert torch.equal(index, cosine.argmax(dim=1))
+    torch.testing.assert_close(score, cosine.max(dim=1).values, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("up", [False, True])

@@ -565,6 +565,97 @@ void stride_tables(const at::Tensor& child_order, const at::Tensor& parent,
   }
 }
 
+// The best text entry of every voxel from the labelling head folded down to the last stage's
+// width (relkd_core.models.inference._head_cosines, followed by a max over the entries): per
+// row u of hidden (V, L), acc = offset + u @ matrix (K = C + 2L + 1 columns: the C text dots,
+// the two quadratic-form blocks, y·Wᵀb); then |y|² and |W y|², the C cosines and their
+// maximum. Eight rows at a time, one per vector lane. Writes index (V,) int64 and score (V,)
+// float32; ties go to the lowest entry.
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+void best_match(const at::Tensor& hidden, const at::Tensor& matrix, const at::Tensor& offset,
+                const at::Tensor& text_bias, bool normalize, double f_dot_f, double f_gram_f,
+                double b_dot_b, const at::Tensor& index, const at::Tensor& score) {
+  for (const at::Tensor* t : {&hidden, &matrix, &offset, &text_bias, &score}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
+                "best_match: contiguous float32 CPU tensors only");
+  }
+  TORCH_CHECK(hidden.dim() == 2 && matrix.dim() == 2, "best_match: bad shapes");
+  const int64_t rows = hidden.size(0), width = hidden.size(1);
+  const int64_t columns = matrix.size(1), count = text_bias.numel();
+  TORCH_CHECK(matrix.size(0) == width && columns == count + 2 * width + 1 &&
+                  offset.numel() == columns && count > 0 && count < (int64_t{1} << 31) &&
+                  score.numel() == rows,
+              "best_match: bad shapes");
+  TORCH_CHECK(index.scalar_type() == at::kLong && index.is_contiguous() && index.numel() == rows,
+              "best_match: index must be contiguous (V,) int64");
+  const float* u_all = hidden.data_ptr<float>();
+  const float* eb = text_bias.data_ptr<float>();
+  int64_t* best_out = index.data_ptr<int64_t>();
+  float* score_out = score.data_ptr<float>();
+  // The matrix and offset with their columns padded to a multiple of 8 (zeros).
+  const int64_t padded = (columns + 7) / 8 * 8;
+  std::vector<float> m(width * padded, 0.0f), o(padded, 0.0f);
+  for (int64_t j = 0; j < width; ++j) {
+    const float* source = matrix.data_ptr<float>() + j * columns;
+    std::copy(source, source + columns, m.begin() + j * padded);
+  }
+  std::copy(offset.data_ptr<float>(), offset.data_ptr<float>() + columns, o.begin());
+  const float ff = static_cast<float>(f_dot_f), fgf = static_cast<float>(f_gram_f);
+  const float bb = static_cast<float>(b_dot_b);
+  const int64_t blocks = (rows + 7) / 8;
+  at::parallel_for(0, blocks, 32, [&](int64_t begin, int64_t end) {
+    std::vector<v8> u(width), acc(padded);
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t start = block * 8, lanes = std::min<int64_t>(8, rows - start);
+      for (int64_t j = 0; j < width; ++j) {
+        v8 x{};
+        for (int64_t r = 0; r < lanes; ++r) x[r] = u_all[(start + r) * width + j];
+        u[j] = x;
+      }
+      for (int64_t k0 = 0; k0 < padded; k0 += 8) {
+        v8 a[8];
+        for (int i = 0; i < 8; ++i) a[i] = splat(o[k0 + i]);
+        for (int64_t j = 0; j < width; ++j) {
+          const v8 x = u[j];
+          const float* mj = m.data() + j * padded + k0;
+          for (int i = 0; i < 8; ++i) a[i] += x * splat(mj[i]);
+        }
+        for (int i = 0; i < 8; ++i) acc[k0 + i] = a[i];
+      }
+      v8 y_y = splat(ff), y_gram_y = splat(fgf);
+      for (int64_t j = 0; j < width; ++j) {
+        y_y += acc[count + j] * u[j];
+        y_gram_y += acc[count + width + j] * u[j];
+      }
+      const v8 y_dot_wb = acc[columns - 1];
+      v8 scale = splat(1.0f), norm = splat(1.0f);
+      for (int r = 0; r < 8; ++r) {
+        float s = 1.0f, quadratic = y_gram_y[r], linear = y_dot_wb[r];
+        if (normalize) {  // F.normalize divides by max(|y|, 1e-12)
+          s = 1.0f / std::max(std::sqrt(std::max(y_y[r], 0.0f)), 1e-12f);
+          quadratic *= s * s;
+          linear *= s;
+        }
+        scale[r] = s;
+        norm[r] = std::max(std::sqrt(std::max(quadratic + 2.0f * linear + bb, 0.0f)), 1e-12f);
+      }
+      v8 best_cos = (acc[0] * scale + splat(eb[0])) / norm;
+      v8i best{};
+      for (int64_t c = 1; c < count; ++c) {
+        const v8 cos = (acc[c] * scale + splat(eb[c])) / norm;
+        const v8i better = cos > best_cos;
+        best_cos = better ? cos : best_cos;
+        best = better ? v8i{} + static_cast<int32_t>(c) : best;
+      }
+      for (int64_t r = 0; r < lanes; ++r) {
+        best_out[start + r] = best[r];
+        score_out[start + r] = best_cos[r];
+      }
+    }
+  });
+}
+
 // Cartesian voxelization of one scan: what relkd_core.geometry.voxel computes (cells
 // floor(xyz / voxel_size) in float64, the occupied cells sorted lexicographically, the cell
 // of every point, the per-voxel mean of the point values), with a hash instead of a sort of
@@ -678,6 +769,9 @@ TORCH_LIBRARY(relkd_native, m) {
   m.def("stride_tables(Tensor child_order, Tensor parent, Tensor counts, Tensor(a!) down, "
         "Tensor(b!) up) -> ()",
         &stride_tables);
+  m.def("best_match(Tensor hidden, Tensor matrix, Tensor offset, Tensor text_bias, bool normalize, "
+        "float f_dot_f, float f_gram_f, float b_dot_b, Tensor(a!) index, Tensor(b!) score) -> ()",
+        &best_match);
   m.def("voxelize(Tensor points, float voxel_size, int mode, Tensor(a!) cells, "
         "Tensor(b!) inverse, Tensor(c!) features) -> int",
         &voxelize);

@@ -6,9 +6,12 @@ ascending keys, a hash otherwise; a centred kernel looks up half the offsets and
 and a fused gather–GEMM–scatter convolution over such a table (every output row accumulates its
 neighbours' products in registers: no gathered blocks, no scatter-add). The stride-2 convolution
 and its transpose run on the same convolution, over (V, 8) tables of child offsets
-(``NativeGeometry.stride_tables``). Two more replace sorts of every point or voxel by a hash,
-with the reference's exact outputs: the next pyramid level (``coarsen``) and Cartesian
-voxelization (``voxelize``, used by ``voxelize_batch`` for ``backend: native``). It is compiled
+(``NativeGeometry.stride_tables``, themselves written by ``stride_tables``). Two more replace
+sorts of every point or voxel by a hash, with the reference's exact outputs: the next pyramid
+level (``coarsen``) and Cartesian voxelization (``voxelize``, used by ``voxelize_batch`` for
+``backend: native``). ``best_match`` is the labelling head's last step in one pass per voxel:
+the folded head's product, the cosines and their maximum (``relkd_core.models.inference``; its
+PyTorch reference is ``_head_cosines``). It is compiled
 with ``torch.utils.cpp_extension`` the first time a process needs it and cached on disk by torch
 (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load the
 cached library in well under a second.
@@ -24,6 +27,7 @@ handle float32 and float64 on CPU; other dtypes and devices take the reference p
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -34,8 +38,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["SOURCE", "coarsen", "disabled", "fast_ops", "neighbor_table", "subm_conv",
-           "voxelize"]
+__all__ = ["SOURCE", "HeadTerms", "best_match", "coarsen", "disabled", "fast_ops",
+           "neighbor_table", "stride_tables", "subm_conv", "voxelize"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -140,6 +144,33 @@ def stride_tables(ops: Any, child_order: torch.Tensor, parent: torch.Tensor, cou
     ops.stride_tables(child_order.contiguous(), parent.contiguous(),
                       torch.tensor(counts, dtype=torch.int64), down, up)
     return down, up
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadTerms:
+    """The labelling head folded down to the last stage's width C_last, for C text entries
+    (``relkd_core.models.inference`` makes them): ``matrix`` (C_last, C + 2 C_last + 1),
+    ``offset`` (C + 2 C_last + 1,), ``text_bias`` (C,) float32 and three constants."""
+
+    matrix: torch.Tensor
+    offset: torch.Tensor
+    text_bias: torch.Tensor
+    f_dot_f: float
+    f_gram_f: float
+    b_dot_b: float
+
+
+def best_match(ops: Any, hidden: torch.Tensor, terms: HeadTerms, normalize: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best text entry (V,) int64 and its cosine (V,) float32 of every row of the (V, C_last)
+    float32 ``hidden``: ``inference._head_cosines(...).max(dim=1)`` in one pass."""
+    rows = hidden.shape[0]
+    index = torch.empty(rows, dtype=torch.int64)
+    score = torch.empty(rows, dtype=torch.float32)
+    ops.best_match(hidden.contiguous(), terms.matrix.contiguous(), terms.offset.contiguous(),
+                   terms.text_bias.contiguous(), normalize, terms.f_dot_f, terms.f_gram_f,
+                   terms.b_dot_b, index, score)
+    return index, score
 
 
 #: ``StudentConfig.input_features`` -> the compiled voxelizer's mode.
