@@ -387,6 +387,7 @@ def test_autocast_training_step_runs_in_the_lower_precision(
         backend: str, make_config: ConfigFactory, make_scan: ScanFactory) -> None:
     # CPU autocast to bfloat16 stands in for CUDA AMP (float16): the sparse convolutions take
     # autocast's dtype for features and weight, and the weights' gradients stay float32.
+    torch.manual_seed(0)  # the initial weights; unseeded, they followed the tests run before
     config = make_config(backend=backend)
     model = build_student(config).train()
     batch = voxelize_batch([make_scan(1500)], config)
@@ -396,8 +397,12 @@ def test_autocast_training_step_runs_in_the_lower_precision(
     out.float().square().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32
                and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
-    difference = (out.float() - reference).abs()
-    assert float(difference.mean()) < 0.03 and float(difference.max()) < 0.3
+    # Bounds that held for each of 40 seeds (mean ≤ 0.019, 99th percentile ≤ 0.11). The
+    # largest difference is no measure: the output is L2-normalised, and a voxel whose output
+    # is near zero before that can turn far under bfloat16 rounding (up to 0.79 seen).
+    difference = (out.float() - reference).abs().flatten()
+    assert 0.0 < float(difference.mean()) < 0.03
+    assert float(difference.quantile(0.99)) < 0.15
 
 
 def test_wide_layers_take_the_reference_path(ops: object) -> None:
