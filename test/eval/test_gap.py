@@ -45,6 +45,17 @@ def test_relational_gap_zero_for_same_similarity_structure_and_hand_value() -> N
                           np.array([[1.0, 0.0], [0.0, 3.0]])) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize('rows', [2, 511, 1100])
+def test_relational_gap_equals_the_mean_over_the_whole_matrix(rows: int) -> None:
+    # Blocks of 512 rows, upper triangle only: the same value as every off-diagonal entry.
+    k, q = _random(rows, 6, seed=5), _random(rows, 9, seed=6)
+    k_unit = k / np.linalg.norm(k, axis=1, keepdims=True)
+    q_unit = q / np.linalg.norm(q, axis=1, keepdims=True)
+    diff = np.abs(k_unit @ k_unit.T - q_unit @ q_unit.T)
+    expected = (diff.sum() - np.trace(diff)) / (rows * (rows - 1))
+    assert relational_gap(k, q) == pytest.approx(expected, rel=1e-12)
+
+
 def test_sample_rows_is_seeded_sorted_and_without_replacement() -> None:
     first = sample_rows(1000, 100, seed=7)
     assert np.array_equal(first, sample_rows(1000, 100, seed=7))
