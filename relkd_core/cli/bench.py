@@ -6,7 +6,8 @@
    different scene seeds (a split by scene), and ``ood`` with the KITTI-like rig.
 2. Prepares them with the simulated VLM (``synthetic`` teacher).
 3. Trains a contrastive, a similarity and a relational student per seed on ``train``
-   (the ``config/train/synth_*.yaml`` configs, ``--steps`` each, one subprocess per run).
+   (the ``config/train/synth_*.yaml`` configs, ``--steps`` each, one subprocess per run,
+   ``--jobs`` of them at once while this process evaluates the finished ones).
 4. Evaluates each: zero-shot and the structural gap on ``val``; a 1% linear probe fit on
    ``train`` and scored on ``val``; on ``ood`` a 1% linear probe (labelled scans left out of
    the scoring) and zero-shot.
@@ -36,6 +37,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument('--threads', type=positive_int, default=None,
                        help="torch CPU threads of training and evaluation (default: torch's); 1 "
                             'keeps the figures steady when other work shares the cores')
+    paper.add_argument('--jobs', type=positive_int, default=1,
+                       help='training runs at once (each its own process); this process '
+                            'evaluates the finished ones meanwhile')
     paper.add_argument('--dataset', choices=('synthetic', 'nuscenes'), default='synthetic',
                        help="synthetic (default): the synthetic world; nuscenes: the paper's "
                             'protocols on nuScenes from --dataroot')
@@ -585,31 +590,47 @@ def _paper(args: argparse.Namespace) -> int:
     for teacher in sorted(needed):
         data[teacher] = {name: _prepare(out, teacher, name, bags[name], drives[name][0])
                          for name in bags}
+    # Training runs go to --jobs processes at once (started in study order); this process
+    # evaluates each run, in the same order, as soon as its training is done.
     with tqdm(total=len(work) + len(curve_work), desc='relkd-bench paper', unit='run',
-              file=sys.stderr) as bar:
+              file=sys.stderr) as bar, ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        trained: dict[Path, Future[Path]] = {}
         for teacher, loss, seed in work:
-            bar.set_postfix(run=f'{teacher} {loss} seed {seed}')
             run_dir = out / 'runs' / teacher / f'{loss}_seed{seed}'
-            if args.at_step is not None:  # a snapshot of a run trained (or training) already
-                _evaluate(run_dir, teacher, loss, seed, data[teacher], args.label_fraction,
-                          args.at_step)
-            elif not (run_dir / 'paper_eval.json').exists():
-                _train(run_dir, teacher, loss, seed, data[teacher]['train'], args.steps,
-                       args.threads)
-                _evaluate(run_dir, teacher, loss, seed, data[teacher], args.label_fraction)
-            bar.update()
-        for teacher, loss in curve_work:
-            bar.set_postfix(run=f'{teacher} {loss} learning curve')
-            run_dir = out / 'runs' / teacher / f'curve_{loss}'
-            if not args.snapshots_on_disk:
-                _train(run_dir, teacher, loss, 0, data[teacher]['train'], curve_steps[-1],
-                       args.threads, checkpoint_every=curve_steps[0])
-            for step in curve_steps:
-                if args.snapshots_on_disk and not _snapshot_path(run_dir, step).exists():
-                    continue  # not trained that far yet: reported as missing
-                _evaluate_snapshot(run_dir, teacher, loss, step, data[teacher],
-                                   args.label_fraction)
-            bar.update()
+            if args.at_step is None and not (run_dir / 'paper_eval.json').exists():
+                trained[run_dir] = pool.submit(_train, run_dir, teacher, loss, seed,
+                                               data[teacher]['train'], args.steps, args.threads)
+        if not args.snapshots_on_disk:
+            for teacher, loss in curve_work:
+                run_dir = out / 'runs' / teacher / f'curve_{loss}'
+                trained[run_dir] = pool.submit(_train, run_dir, teacher, loss, 0,
+                                               data[teacher]['train'], curve_steps[-1],
+                                               args.threads, checkpoint_every=curve_steps[0])
+        try:
+            for teacher, loss, seed in work:
+                bar.set_postfix(run=f'{teacher} {loss} seed {seed}')
+                run_dir = out / 'runs' / teacher / f'{loss}_seed{seed}'
+                if args.at_step is not None:  # a snapshot of a run trained (or training) already
+                    _evaluate(run_dir, teacher, loss, seed, data[teacher], args.label_fraction,
+                              args.at_step)
+                elif run_dir in trained:
+                    trained[run_dir].result()
+                    _evaluate(run_dir, teacher, loss, seed, data[teacher], args.label_fraction)
+                bar.update()
+            for teacher, loss in curve_work:
+                bar.set_postfix(run=f'{teacher} {loss} learning curve')
+                run_dir = out / 'runs' / teacher / f'curve_{loss}'
+                if run_dir in trained:
+                    trained[run_dir].result()
+                for step in curve_steps:
+                    if args.snapshots_on_disk and not _snapshot_path(run_dir, step).exists():
+                        continue  # not trained that far yet: reported as missing
+                    _evaluate_snapshot(run_dir, teacher, loss, step, data[teacher],
+                                       args.label_fraction)
+                bar.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the runs not started yet; those started finish
+            raise
     # The report: every run of the asked teachers and seeds found on disk (a run done by
     # another process of the same study counts; a missing one is listed).
     runs, missing = [], []

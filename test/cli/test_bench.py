@@ -17,7 +17,8 @@ def test_cli_bench_paper_tiny_study(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = tmp_path / 'study'
     argv = ['paper', '--out', str(out), '--teachers', 'synthetic', '--seeds', '2',
             '--losses', 'contrastive', 'relational', '--train-frames', '2',
-            '--eval-frames', '2', '--steps', '2', '--curve-steps', '1,2', '--threads', '1']
+            '--eval-frames', '2', '--steps', '2', '--curve-steps', '1,2', '--threads', '1',
+            '--jobs', '2']
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert '## Verdicts per claim and teacher' in printed
