@@ -101,10 +101,10 @@ def best_entries(model: DistilledStudent, points: torch.Tensor, embeddings: torc
     dtype = head.weight.dtype
     if batch.features.dtype != dtype:
         batch = dataclasses.replace(batch, features=batch.features.to(dtype))
-    text = embeddings.float()
     rows = batch.point_to_voxel
-    weight, bias = head.weight.float(), head.bias.float()
     if with_features:
+        text = embeddings.float()
+        weight, bias = head.weight.float(), head.bias.float()
         backbone_out = backbone.forward_voxels(batch).float()
         voxels = nn.functional.normalize(nn.functional.linear(backbone_out, weight, bias), dim=1)
         score, index = (voxels @ text.T).max(dim=1)
