@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 from relkd_core.taxonomy import NUSCENES16, Taxonomy
 from relkd_core.teachers.vocabulary import Vocabulary
 
-__all__ = ['FREE_TEXT_COLORS', 'UNLABELED_COLOR', 'entry_colors', 'label_colors', 'pack_rgb']
+__all__ = ['FREE_TEXT_COLORS', 'UNLABELED_COLOR', 'entry_colors', 'entry_indices', 'entry_table',
+           'label_colors', 'pack_rgb']
 
 #: RGB of unlabeled points: mid grey, visible on RViz's dark and light backgrounds.
 UNLABELED_COLOR: Final = (128, 128, 128)
@@ -43,11 +44,23 @@ def entry_colors(vocabulary: Vocabulary, taxonomy: Taxonomy = NUSCENES16) -> NDA
 def label_colors(labels: NDArray[np.integer], colors: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """(N, 3) uint8 RGB of per-point entry indices ``labels`` (N,); indices outside
     ``colors`` (:data:`~relkd_core.infer.labeler.UNLABELED`) get :data:`UNLABELED_COLOR`."""
-    table = np.concatenate([colors.reshape(-1, 3).astype(np.uint8),
-                            np.asarray([UNLABELED_COLOR], dtype=np.uint8)])
-    index = np.asarray(labels, dtype=np.int64)
-    index = np.where((index >= 0) & (index < len(colors)), index, len(colors))
-    return table[index]
+    return entry_table(colors)[entry_indices(labels, len(colors.reshape(-1, 3)))]
+
+
+def entry_table(colors: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """(C + 1, 3) uint8: the (C, 3) entry ``colors``, then :data:`UNLABELED_COLOR`."""
+    return np.concatenate([colors.reshape(-1, 3).astype(np.uint8),
+                           np.asarray([UNLABELED_COLOR], dtype=np.uint8)])
+
+
+def entry_indices(labels: NDArray[np.integer], count: int) -> NDArray[np.intp]:
+    """Rows of :func:`entry_table` for per-point entry indices ``labels``: the index itself
+    when in ``[0, count)``, ``count`` (the unlabeled colour) otherwise."""
+    index = np.asarray(labels)
+    if index.dtype.kind == 'u':  # no negative values: one clamp
+        return np.minimum(index, count).astype(np.intp, copy=False)
+    index = index.astype(np.int64, copy=False)
+    return np.where((index >= 0) & (index < count), index, count)
 
 
 def pack_rgb(rgb: NDArray[np.uint8]) -> NDArray[np.uint32]:

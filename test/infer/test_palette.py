@@ -50,6 +50,30 @@ def test_labeled_points_fill_every_field() -> None:
     assert points['rgb'].tolist() == [(10 << 16) | (20 << 8) | 30, 0x808080]
 
 
+def test_labeled_points_bytes_are_the_fields_with_zero_padding() -> None:
+    rng = np.random.default_rng(3)
+    scan = rng.normal(size=(500, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 500).astype(np.uint16)
+    labels[::7] = UNLABELED
+    scores = rng.uniform(-1, 1, 500).astype(np.float32)
+    scores[labels == UNLABELED] = np.nan
+    colors = rng.integers(0, 256, (3, 3)).astype(np.uint8)
+    points = labeled_points(scan, LabelResult(labels, scores), colors)
+    raw = points.view(np.uint8).reshape(500, 28)
+    np.testing.assert_array_equal(raw[:, :16].view(np.float32), scan)
+    np.testing.assert_array_equal(raw[:, 16:18].view('<u2')[:, 0], labels)
+    assert not raw[:, 18:20].any()
+    np.testing.assert_array_equal(raw[:, 20:24].view('<f4')[:, 0], scores)
+    np.testing.assert_array_equal(raw[:, 24:28].view('<u4')[:, 0],
+                                  pack_rgb(label_colors(labels, colors)))
+
+
+def test_label_colors_of_signed_labels_out_of_range_are_grey() -> None:
+    colors = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    rgb = label_colors(np.array([-1, 0, 2, 1], np.int64), colors)
+    assert rgb.tolist() == [list(UNLABELED_COLOR), [1, 2, 3], list(UNLABELED_COLOR), [4, 5, 6]]
+
+
 def test_labeled_points_reject_a_mismatched_scan() -> None:
     result = LabelResult(np.zeros(3, np.uint16), np.zeros(3, np.float32))
     with pytest.raises(DataError, match=r'expected a \(N, 4\) scan for 3 labels'):
