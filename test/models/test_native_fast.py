@@ -154,6 +154,21 @@ def test_fast_voxelization_equals_the_reference_bit_for_bit(
                                                       voxelization="cylindrical")) is None
 
 
+def test_fast_voxelization_of_a_wide_span_equals_the_reference(make_config: ConfigFactory,
+                                                               ops: object) -> None:
+    # ±2 km at 1 cm: keys of about 57 bits, so the key sort takes all of its radix passes.
+    generator = torch.Generator().manual_seed(4)
+    scan = torch.cat([torch.rand(4000, 3, generator=generator) * 4000 - 2000,
+                      torch.rand(4000, 1, generator=generator)], dim=1)
+    scan[2000:2100] = scan[:100]  # some shared voxels
+    config = make_config(voxel_size_m=0.01, input_features="xyzi")
+    fast = voxelize_batch([scan], dataclasses.replace(config, backend="native"))
+    reference = voxelize_batch([scan], dataclasses.replace(config, backend="native-ref"))
+    assert fast.num_voxels == 3900
+    for name in ("coords", "features", "point_to_voxel"):
+        assert torch.equal(getattr(fast, name), getattr(reference, name)), name
+
+
 def test_fast_voxelization_leaves_what_it_cannot_pack_to_the_reference(
         ops: object, make_config: ConfigFactory) -> None:
     # Cells spanning more than int64 keys hold: None here, the reference's error for the user.

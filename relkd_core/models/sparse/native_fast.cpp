@@ -98,14 +98,36 @@ class DistinctKeys {
   int64_t size() const { return static_cast<int64_t>(keys_.size()); }
   int64_t key(int32_t id) const { return keys_[id]; }
 
-  // The ids in ascending key order; rank[id] is written with each id's position in it.
+  // The ids in ascending key order; rank[id] is written with each id's position in it. A
+  // least-significant-digit radix sort (11-bit digits, as many passes as the keys' span
+  // needs): the keys are distinct, so it gives the order a comparison sort gives, in a few
+  // times less time on a scan's voxels.
   std::vector<int32_t> by_key(std::vector<int32_t>& rank) const {
-    std::vector<int32_t> order(keys_.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
-    std::sort(order.begin(), order.end(),
-              [&](int32_t a, int32_t b) { return keys_[a] < keys_[b]; });
-    rank.assign(order.size(), 0);
-    for (size_t i = 0; i < order.size(); ++i) rank[order[i]] = static_cast<int32_t>(i);
+    const size_t count = keys_.size();
+    std::vector<int32_t> order(count), scratch(count);
+    for (size_t i = 0; i < count; ++i) order[i] = static_cast<int32_t>(i);
+    if (count > 1) {
+      const auto [lowest, highest] = std::minmax_element(keys_.begin(), keys_.end());
+      const int64_t low = *lowest;
+      const auto span = static_cast<uint64_t>(*highest - low);
+      const int bits = 64 - __builtin_clzll(span | 1);
+      constexpr int kDigit = 11;
+      constexpr uint64_t kMask = (uint64_t{1} << kDigit) - 1;
+      std::vector<int64_t> start(kMask + 1);
+      for (int shift = 0; shift < bits; shift += kDigit) {
+        const auto digit = [&](int32_t id) {
+          return (static_cast<uint64_t>(keys_[id] - low) >> shift) & kMask;
+        };
+        std::fill(start.begin(), start.end(), 0);
+        for (const int32_t id : order) ++start[digit(id)];
+        int64_t total = 0;
+        for (int64_t& bucket : start) total += std::exchange(bucket, total);
+        for (const int32_t id : order) scratch[start[digit(id)]++] = id;
+        order.swap(scratch);
+      }
+    }
+    rank.assign(count, 0);
+    for (size_t i = 0; i < count; ++i) rank[order[i]] = static_cast<int32_t>(i);
     return order;
   }
 
