@@ -381,7 +381,7 @@ class Labeler:
                             f'{limits.max_points}; raise max_points or lower max_range_m')
         if num_valid == 0:
             return LabelResult(labels, scores, features)
-        selected = torch.from_numpy(np.ascontiguousarray(scan[valid]))
+        selected = torch.from_numpy(scan if num_valid == count else scan[valid])
         best = best_entries(self.model, selected, table.embeddings, precision=self.precision,
                             with_features=features is not None)
         best_score_np = best.score.cpu().numpy().astype(np.float32)
@@ -400,6 +400,8 @@ class Labeler:
                             f'shape {array.shape}')
         if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
             raise DataError(f'points must be real numbers, got dtype {array.dtype}')
+        if array.shape[1] == 4 and array.dtype == np.float32 and array.flags.c_contiguous:
+            return array  # read only from here on: no copy needed
         scan = np.zeros((len(array), 4), dtype=np.float32)
         scan[:, : array.shape[1]] = array
         return scan

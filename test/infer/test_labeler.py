@@ -43,6 +43,22 @@ def test_labeler_labels_are_argmax_of_feature_similarity(scan: np.ndarray) -> No
     assert len(np.unique(result.labels)) > 1
 
 
+def test_labeler_reads_a_float32_scan_in_place_and_leaves_it_unchanged(scan: np.ndarray
+                                                                       ) -> None:
+    # A contiguous float32 (N, 4) scan with every point valid is labelled without a copy; the
+    # labels are those of the same points given as float64 (which are copied first).
+    labeler = Labeler(tiny_checkpoint(), text_encoder=_no_encoder, min_range_m=0.0,
+                      max_range_m=1e4)
+    points = np.ascontiguousarray(scan, dtype=np.float32)
+    before = points.copy()
+    result = labeler.label(points)
+    assert np.array_equal(points, before)
+    assert np.all(result.labels != UNLABELED)
+    again = labeler.label(points.astype(np.float64))
+    np.testing.assert_array_equal(result.labels, again.labels)
+    np.testing.assert_array_equal(result.scores, again.scores)
+
+
 def test_labeler_warm_up_ignores_its_limits_and_changes_no_result(scan: np.ndarray) -> None:
     # A 2000-point warm-up scan would be refused under max_points=1000: the warm-up labels
     # with no limits and leaves the labeler's own as they were.
