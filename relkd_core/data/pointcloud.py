@@ -73,13 +73,16 @@ def pointcloud_to_array(msg: Any) -> NDArray[np.void]:
     if len(buffer) < count * msg.point_step:
         raise DataError(f'PointCloud2 data holds {len(buffer)} bytes, expected '
                         f'{count} points × {msg.point_step} bytes')
+    # The points' bytes are copied as bytes: numpy copies a structured array field by field,
+    # 20× slower on a 2 MB cloud. Only a big-endian cloud is then converted field by field.
     if padded:
         rows = np.frombuffer(buffer, np.uint8, count=msg.height * msg.row_step)
-        rows = rows.reshape(msg.height, msg.row_step)[:, : msg.width * msg.point_step]
-        points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+        data = np.ascontiguousarray(rows.reshape(msg.height, msg.row_step)[:, :row_bytes])
     else:
-        points = np.frombuffer(buffer, dtype, count=count)
-    return points.astype(points.dtype.newbyteorder('='))
+        data = np.frombuffer(buffer, np.uint8, count=count * msg.point_step).copy()
+    points = data.reshape(-1).view(dtype)
+    native = dtype.newbyteorder('=')
+    return points if native == dtype else points.astype(native)
 
 
 def xyz_of(points: NDArray[np.void]) -> NDArray[np.float32]:
