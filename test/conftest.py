@@ -3,7 +3,6 @@ cache folder of the session's own."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +18,9 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """``RELKD_CACHE_DIR`` of this session (and of the processes its tests start): the
     session fills it, as a user's runs fill theirs, and the user's own is left alone."""
     folder = tmp_path_factory.mktemp('relkd_cache')
-    saved = os.environ.get('RELKD_CACHE_DIR')
-    os.environ['RELKD_CACHE_DIR'] = str(folder)
-    yield folder
-    if saved is None:
-        os.environ.pop('RELKD_CACHE_DIR', None)
-    else:
-        os.environ['RELKD_CACHE_DIR'] = saved
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('RELKD_CACHE_DIR', str(folder))
+        yield folder
 
 
 @pytest.fixture(scope='session')

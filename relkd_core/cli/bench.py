@@ -594,22 +594,23 @@ def _paper(args: argparse.Namespace) -> int:
     # evaluates each run, in the same order, as soon as its training is done.
     with tqdm(total=len(work) + len(curve_work), desc='relkd-bench paper', unit='run',
               file=sys.stderr) as bar, ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        grid = [(teacher, loss, seed, out / 'runs' / teacher / f'{loss}_seed{seed}')
+                for teacher, loss, seed in work]
+        curve_runs = [(teacher, loss, out / 'runs' / teacher / f'curve_{loss}')
+                      for teacher, loss in curve_work]
         trained: dict[Path, Future[Path]] = {}
-        for teacher, loss, seed in work:
-            run_dir = out / 'runs' / teacher / f'{loss}_seed{seed}'
+        for teacher, loss, seed, run_dir in grid:
             if args.at_step is None and not (run_dir / 'paper_eval.json').exists():
                 trained[run_dir] = pool.submit(_train, run_dir, teacher, loss, seed,
                                                data[teacher]['train'], args.steps, args.threads)
         if not args.snapshots_on_disk:
-            for teacher, loss in curve_work:
-                run_dir = out / 'runs' / teacher / f'curve_{loss}'
+            for teacher, loss, run_dir in curve_runs:
                 trained[run_dir] = pool.submit(_train, run_dir, teacher, loss, 0,
                                                data[teacher]['train'], curve_steps[-1],
                                                args.threads, checkpoint_every=curve_steps[0])
         try:
-            for teacher, loss, seed in work:
+            for teacher, loss, seed, run_dir in grid:
                 bar.set_postfix(run=f'{teacher} {loss} seed {seed}')
-                run_dir = out / 'runs' / teacher / f'{loss}_seed{seed}'
                 if args.at_step is not None:  # a snapshot of a run trained (or training) already
                     _evaluate(run_dir, teacher, loss, seed, data[teacher], args.label_fraction,
                               args.at_step)
@@ -617,9 +618,8 @@ def _paper(args: argparse.Namespace) -> int:
                     trained[run_dir].result()
                     _evaluate(run_dir, teacher, loss, seed, data[teacher], args.label_fraction)
                 bar.update()
-            for teacher, loss in curve_work:
+            for teacher, loss, run_dir in curve_runs:
                 bar.set_postfix(run=f'{teacher} {loss} learning curve')
-                run_dir = out / 'runs' / teacher / f'curve_{loss}'
                 if run_dir in trained:
                     trained[run_dir].result()
                 for step in curve_steps:

@@ -51,6 +51,7 @@ def labeled_points(scan: NDArray[np.float32], result: LabelResult,
     words[:, :4] = np.ascontiguousarray(scan, dtype='<f4').view('<u4')
     words[:, 4] = np.asarray(result.labels, dtype='<u2')
     words[:, 5] = np.ascontiguousarray(result.scores, dtype='<f4').view('<u4')
-    words[:, 6] = pack_rgb(entry_table(colors))[entry_indices(result.labels, len(colors))]
+    table = pack_rgb(entry_table(colors))
+    words[:, 6] = table[entry_indices(result.labels, len(table) - 1)]
     points: NDArray[np.void] = words.view(LABELED_POINT_DTYPE).reshape(count)
     return points

