@@ -98,6 +98,33 @@ def test_fast_subm_conv_matches_the_reference(ops: object, c_in: int, c_out: int
     torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-5)
 
 
+def test_fast_subm_conv_of_a_5_cube_kernel_matches_the_reference(ops: object) -> None:
+    # 125 offsets: the most a tile's masks hold.
+    geometry = NativeGeometry(cloud_coords(), 1)
+    features = torch.randn(geometry.num_voxels(0), 6)
+    weight = torch.randn(125, 6, 16)
+    fast = native_fast.subm_conv(ops, features, weight, geometry.neighbor_table(0, 5, ops))
+    reference = subm_forward(features, weight, geometry._subm_map(0, 5))
+    torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("offsets", [8, 150])
+def test_fast_conv_over_any_table_sums_each_rows_neighbours(ops: object, offsets: int) -> None:
+    # A random table (130 rows: two full tiles and a partial one), with more offsets than a
+    # tile's masks hold in the second case, against the sum written out.
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(90, 5, generator=generator)
+    weight = torch.randn(offsets, 5, 24, generator=generator)
+    table = torch.randint(-90, 90, (130, offsets), generator=generator).clamp(min=-1)
+    table = table.to(torch.int32)
+    bias = torch.randn(24, generator=generator)
+    fast = native_fast.subm_conv(ops, features, weight, table, bias=bias, relu=True)
+    present = (table >= 0).unsqueeze(-1)
+    gathered = torch.where(present, features[table.long().clamp(min=0)], 0.0)
+    expected = torch.einsum("okc,kcd->od", gathered, weight).add(bias).relu()
+    torch.testing.assert_close(fast, expected, atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kernel_size", [3, 5])
 def test_fast_subm_conv_gradients_match_the_reference(ops: object, kernel_size: int) -> None:
     coords = cloud_coords(300)

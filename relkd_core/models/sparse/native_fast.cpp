@@ -18,6 +18,7 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -264,14 +265,20 @@ void conv_block(const T* features, const T* weight, const int32_t* table, T* out
 }
 
 // float32: 8-wide vectors (GCC/Clang vector extension: AVX with -march=native, SSE pairs
-// otherwise), 8·NV output columns at a time. Rows are taken in tiles of kTile; for each
-// kernel offset the rows of the tile that have that neighbour are listed, and a micro-kernel
+// otherwise), 8·NV output columns at a time. Rows are taken in tiles of kTile; one pass over
+// a tile's table rows marks, per kernel offset, the rows that have that neighbour as the bits
+// of a mask (a sparse level has a few of the 27: walking the table's column per offset cost
+// as much as the products in thin layers). For each offset the marked rows are listed, and a
+// micro-kernel
 // multiplies R of them at once by the offset's weight block (C_in x 8·NV, read once per tile
 // and kept in L1), so each weight vector loaded feeds R multiply-adds. R is as large as the
 // 16 vector registers allow: R·NV accumulators, R broadcast inputs and one weight vector.
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 constexpr int64_t kTile = 64;
+static_assert(kTile <= 64, "a tile's rows are the bits of one uint64_t mask");
+// The largest kernel volume the float32 convolution masks per tile (a 5³ kernel).
+constexpr int64_t kMaxVolume = 125;
 
 inline v8 splat(float value) { return v8{value, value, value, value, value, value, value, value}; }
 
@@ -300,9 +307,26 @@ inline void micro(const float* const* xs, v8 (*const* acc)[NV], const float* w, 
     for (int v = 0; v < NV; ++v) (*acc[r])[v] = a[r][v];
 }
 
+// The last rest < R rows of a group in one micro-kernel call (more independent sums per
+// weight vector than one row at a time).
+template <int M, int NV>
+inline void micro_rest(int rest, const float* const* xs, v8 (*const* acc)[NV], const float* w,
+                       int64_t cin, int64_t cout) {
+  if constexpr (M > 0) {
+    if (rest == M) return micro<M, NV>(xs, acc, w, cin, cout);
+    micro_rest<M - 1, NV>(rest, xs, acc, w, cin, cout);
+  }
+}
+
+// A tile's neighbours per kernel offset, as a mask of the tile's rows that have one.
+struct TileMask {
+  const int32_t* table;  // the tile's first row of the (V, K) table
+  const uint64_t* mask;  // (K,): bit r set when the tile's row r has offset k's neighbour
+};
+
 // One tile of rows [start, start + rows), output columns [j0, j0 + 8·NV).
 template <int NV>
-void conv_tile_f32(const float* features, const float* weight, const int32_t* table,
+void conv_tile_f32(const float* features, const float* weight, const TileMask& tile_mask,
                    float* out, int64_t start, int64_t rows, int64_t volume, int64_t cin,
                    int64_t cout, int64_t j0, const Epilogue<float>& epilogue) {
   constexpr int R = rows_at_once(NV);
@@ -317,20 +341,21 @@ void conv_tile_f32(const float* features, const float* weight, const int32_t* ta
     const int64_t clen = std::min(cblock, cin - c0);
     for (int64_t k = 0; k < volume; ++k) {
       int n = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        const int32_t i = table[(start + r) * volume + k];
-        if (i < 0) continue;
-        xs[n] = features + static_cast<int64_t>(i) * cin + c0;
-        // The rows are scattered over the level's features (often beyond L2): ask for all
-        // their cache lines now, while the micro-kernels work on the rows listed first.
-        for (int64_t line = 0; line < clen; line += 16) __builtin_prefetch(xs[n] + line);
+      for (uint64_t bits = tile_mask.mask[k]; bits; bits &= bits - 1) {
+        const int r = __builtin_ctzll(bits);
+        xs[n] = features + static_cast<int64_t>(tile_mask.table[r * volume + k]) * cin + c0;
         accs[n] = &tile[r];
         ++n;
       }
+      if (n == 0) continue;
+      // The rows are scattered over the level's features (often beyond L2): ask for all
+      // their cache lines now, while the micro-kernels work on the rows listed first.
+      for (int m = 0; m < n; ++m)
+        for (int64_t line = 0; line < clen; line += 16) __builtin_prefetch(xs[m] + line);
       const float* w = weight + (k * cin + c0) * cout + j0;
       int g = 0;
       for (; g + R <= n; g += R) micro<R, NV>(xs + g, accs + g, w, clen, cout);
-      for (; g < n; ++g) micro<1, NV>(xs + g, accs + g, w, clen, cout);
+      micro_rest<R - 1, NV>(n - g, xs + g, accs + g, w, clen, cout);
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
@@ -350,9 +375,20 @@ void conv_tile_f32(const float* features, const float* weight, const int32_t* ta
   }
 }
 
+// The masks of one tile (rows [start, start + rows)) of a (V, K) table: bit r of mask[k] is
+// set when row start + r has a neighbour at offset k.
+void mask_tile(const int32_t* table, int64_t start, int64_t rows, int64_t volume,
+               uint64_t* mask) {
+  for (int64_t k = 0; k < volume; ++k) mask[k] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* own = table + (start + r) * volume;
+    for (int64_t k = 0; k < volume; ++k) mask[k] |= static_cast<uint64_t>(own[k] >= 0) << r;
+  }
+}
+
 constexpr int64_t kMaxVectors = 12;
 
-void conv_tile_dispatch(int64_t width, const float* f, const float* w, const int32_t* t,
+void conv_tile_dispatch(int64_t width, const float* f, const float* w, const TileMask& t,
                         float* y, int64_t start, int64_t rows, int64_t volume, int64_t cin,
                         int64_t cout, int64_t j, const Epilogue<float>& e) {
   switch (width) {
@@ -396,23 +432,28 @@ void conv_rows(const T* f, const T* w, const int32_t* t, T* y, int64_t begin, in
   if (j < cout) conv_tail<T>(f, w, t, y, begin, end, volume, cin, cout, j, e);
 }
 
-template <>
-void conv_rows<float>(const float* f, const float* w, const int32_t* t, float* y,
-                      int64_t begin, int64_t end, int64_t volume, int64_t cin, int64_t cout,
-                      const Epilogue<float>& e) {
+// Tiles [first_tile, last_tile) of a float32 convolution over a (V, K) table.
+void conv_tiles_f32(const float* f, const float* w, const int32_t* table, float* y,
+                    int64_t first_tile, int64_t last_tile, int64_t num_rows, int64_t volume,
+                    int64_t cin, int64_t cout, const Epilogue<float>& e) {
   // Column blocks of up to kMaxVectors vectors; every block of a tile runs before the next
   // tile, so the tile's gathered input rows are still in cache for the second block.
   const int64_t vectors = cout / 8;
   const int64_t blocks = (vectors + kMaxVectors - 1) / kMaxVectors;
-  for (int64_t start = begin; start < end; start += kTile) {
-    const int64_t rows = std::min(kTile, end - start);
+  uint64_t mask[kMaxVolume];
+  for (int64_t tile = first_tile; tile < last_tile; ++tile) {
+    const int64_t start = tile * kTile;
+    const int64_t rows = std::min(kTile, num_rows - start);
+    mask_tile(table, start, rows, volume, mask);
+    const TileMask tile_mask{table + start * volume, mask};
     int64_t j = 0;
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t width = vectors / blocks + (b < vectors % blocks ? 1 : 0);
-      conv_tile_dispatch(width, f, w, t, y, start, rows, volume, cin, cout, j, e);
+      conv_tile_dispatch(width, f, w, tile_mask, y, start, rows, volume, cin, cout, j, e);
       j += 8 * width;
     }
-    if (j < cout) conv_tail<float>(f, w, t, y, start, start + rows, volume, cin, cout, j, e);
+    if (j < cout)
+      conv_tail<float>(f, w, table, y, start, start + rows, volume, cin, cout, j, e);
   }
 }
 
@@ -435,6 +476,16 @@ void subm_conv_typed(const at::Tensor& features, const at::Tensor& weight,
   T* y = out.data_ptr<T>();
   // About 64k multiply-adds per task, so small levels stay on one thread.
   const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(1, 10 * cin * cout));
+  if constexpr (std::is_same_v<T, float>) {
+    if (volume <= kMaxVolume) {
+      const int64_t tiles = (rows + kTile - 1) / kTile;
+      at::parallel_for(0, tiles, std::max<int64_t>(1, grain / kTile),
+                       [&](int64_t first, int64_t last) {
+                         conv_tiles_f32(f, w, t, y, first, last, rows, volume, cin, cout, e);
+                       });
+      return;
+    }
+  }
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     conv_rows<T>(f, w, t, y, begin, end, volume, cin, cout, e);
   });
