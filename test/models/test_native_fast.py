@@ -79,12 +79,14 @@ def native_sort(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ordered, order
 
 
-@pytest.mark.parametrize(("c_in", "c_out"), [(1, 8), (3, 5), (16, 16), (70, 40), (24, 104)])
+@pytest.mark.parametrize(("c_in", "c_out"), [(1, 8), (3, 5), (16, 16), (12, 24), (16, 32),
+                                             (70, 40), (33, 48), (9, 56), (70, 64), (24, 104)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fast_subm_conv_matches_the_reference(ops: object, c_in: int, c_out: int,
                                               threads: int) -> None:
-    # Widths cover every column block (1-12 vectors, several blocks, a scalar tail) and an
-    # input-channel split; two threads split the rows.
+    # Widths cover every column block (1-8 vectors; 13 vectors in blocks of 5, 4 and 4; a
+    # scalar tail) and an input-channel split (70 > 64 at 8 vectors); two threads split the
+    # tiles.
     geometry = NativeGeometry(cloud_coords(), 2)
     features = torch.randn(geometry.num_voxels(0), c_in)
     weight = torch.randn(27, c_in, c_out)

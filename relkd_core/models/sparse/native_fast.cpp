@@ -269,10 +269,9 @@ void conv_block(const T* features, const T* weight, const int32_t* table, T* out
 // a tile's table rows marks, per kernel offset, the rows that have that neighbour as the bits
 // of a mask (a sparse level has a few of the 27: walking the table's column per offset cost
 // as much as the products in thin layers). For each offset the marked rows are listed, and a
-// micro-kernel
-// multiplies R of them at once by the offset's weight block (C_in x 8·NV, read once per tile
-// and kept in L1), so each weight vector loaded feeds R multiply-adds. R is as large as the
-// 16 vector registers allow: R·NV accumulators, R broadcast inputs and one weight vector.
+// micro-kernel multiplies R of them at once by the offset's weight block (C_in x 8·NV, read
+// once per tile and kept in L1), so each weight vector loaded feeds R multiply-adds; R is as
+// large as the 16 vector registers allow (rows_at_once).
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 constexpr int64_t kTile = 64;
@@ -282,29 +281,76 @@ constexpr int64_t kMaxVolume = 125;
 
 inline v8 splat(float value) { return v8{value, value, value, value, value, value, value, value}; }
 
+// Narrow blocks (up to kRegisterWeights vectors) hold the offset's weight row for one input
+// channel in registers and broadcast one row's input at a time: R·NV accumulators, NV weight
+// vectors and one broadcast. Wider blocks keep R·NV accumulators and R broadcasts, and read
+// each weight vector from L1 once per row.
+constexpr int kRegisterWeights = 5;
+
 constexpr int rows_at_once(int nv) {
   int r = 1;
-  while (r < 8 && (r + 1) * (nv + 1) + 1 <= 16) ++r;
+  if (nv <= kRegisterWeights) {
+    while (r < 8 && (r + 1) * nv + nv + 1 <= 16) ++r;
+  } else {
+    while (r < 8 && (r + 1) * (nv + 1) + 1 <= 16) ++r;
+  }
   return r;
 }
 
 template <int R, int NV>
-inline void micro(const float* const* xs, v8 (*const* acc)[NV], const float* w, int64_t cin,
-                  int64_t cout) {
+inline void micro_body(const float* const* xs, v8 (*const* acc)[NV], const float* w,
+                       int64_t cin, int64_t cout) {
   v8 a[R][NV];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) a[r][v] = (*acc[r])[v];
   for (int64_t c = 0; c < cin; ++c) {
     const float* wc = w + c * cout;
-    v8 b[R];
-    for (int r = 0; r < R; ++r) b[r] = splat(xs[r][c]);
-    for (int v = 0; v < NV; ++v) {
-      const v8 wv = *reinterpret_cast<const v8u*>(wc + 8 * v);
-      for (int r = 0; r < R; ++r) a[r][v] += b[r] * wv;
+    if constexpr (NV <= kRegisterWeights) {
+      v8 wv[NV];
+      for (int v = 0; v < NV; ++v) {
+        wv[v] = *reinterpret_cast<const v8u*>(wc + 8 * v);
+        // Keeps the vector in a register: the compiler would otherwise fold the load into
+        // every row's multiply-add and read it R times.
+        asm("" : "+x"(wv[v]));
+      }
+      for (int r = 0; r < R; ++r) {
+        const v8 b = splat(xs[r][c]);
+        for (int v = 0; v < NV; ++v) a[r][v] += b * wv[v];
+      }
+    } else {
+      v8 b[R];
+      for (int r = 0; r < R; ++r) b[r] = splat(xs[r][c]);
+      for (int v = 0; v < NV; ++v) {
+        v8 wv = *reinterpret_cast<const v8u*>(wc + 8 * v);
+        // One load for the R rows (folded into each multiply-add, it would be read R times:
+        // measured 0.87x the time of a 48-column layer).
+        if constexpr (R > 1) asm("" : "+x"(wv));
+        for (int r = 0; r < R; ++r) a[r][v] += b[r] * wv;
+      }
     }
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) (*acc[r])[v] = a[r][v];
+}
+
+// Blocks of 2 to kRegisterWeights vectors multiply in a function of their own: inlined into
+// the tile loop, the compiler runs short of registers and spills the row pointers and weight
+// vectors inside the channel loop (a call measured 0.8-0.9x the time for 24-32 columns). One
+// vector (the stem, few input channels) and the wide blocks were as fast or faster inline.
+template <int R, int NV>
+__attribute__((noinline)) void micro_call(const float* const* xs, v8 (*const* acc)[NV],
+                                          const float* w, int64_t cin, int64_t cout) {
+  micro_body<R, NV>(xs, acc, w, cin, cout);
+}
+
+template <int R, int NV>
+inline void micro(const float* const* xs, v8 (*const* acc)[NV], const float* w, int64_t cin,
+                  int64_t cout) {
+  if constexpr (NV == 1 || NV > kRegisterWeights) {
+    micro_body<R, NV>(xs, acc, w, cin, cout);
+  } else {
+    micro_call<R, NV>(xs, acc, w, cin, cout);
+  }
 }
 
 // The last rest < R rows of a group in one micro-kernel call (more independent sums per
@@ -386,7 +432,15 @@ void mask_tile(const int32_t* table, int64_t start, int64_t rows, int64_t volume
   }
 }
 
-constexpr int64_t kMaxVectors = 12;
+// Output columns of one block: up to kMaxVectors vectors in a single block; wider outputs in
+// blocks of at most kRegisterWeights vectors (measured 0.88-0.93x the time of 12- and 16-vector
+// layers in one or two blocks, though the tile's rows are gathered once per block).
+constexpr int64_t kMaxVectors = 8;
+
+int64_t column_blocks(int64_t vectors) {
+  if (vectors <= kMaxVectors) return vectors > 0 ? 1 : 0;
+  return (vectors + kRegisterWeights - 1) / kRegisterWeights;
+}
 
 void conv_tile_dispatch(int64_t width, const float* f, const float* w, const TileMask& t,
                         float* y, int64_t start, int64_t rows, int64_t volume, int64_t cin,
@@ -396,7 +450,7 @@ void conv_tile_dispatch(int64_t width, const float* f, const float* w, const Til
   case NV:             \
     return conv_tile_f32<NV>(f, w, t, y, start, rows, volume, cin, cout, j, e);
     RELKD_CASE(1) RELKD_CASE(2) RELKD_CASE(3) RELKD_CASE(4) RELKD_CASE(5) RELKD_CASE(6)
-    RELKD_CASE(7) RELKD_CASE(8) RELKD_CASE(9) RELKD_CASE(10) RELKD_CASE(11) RELKD_CASE(12)
+    RELKD_CASE(7) RELKD_CASE(8)
 #undef RELKD_CASE
     default:
       TORCH_CHECK(false, "subm_conv: bad column block ", width);
@@ -436,10 +490,10 @@ void conv_rows(const T* f, const T* w, const int32_t* t, T* y, int64_t begin, in
 void conv_tiles_f32(const float* f, const float* w, const int32_t* table, float* y,
                     int64_t first_tile, int64_t last_tile, int64_t num_rows, int64_t volume,
                     int64_t cin, int64_t cout, const Epilogue<float>& e) {
-  // Column blocks of up to kMaxVectors vectors; every block of a tile runs before the next
-  // tile, so the tile's gathered input rows are still in cache for the second block.
+  // Every column block of a tile runs before the next tile, so the tile's gathered input rows
+  // are still in cache for the second block.
   const int64_t vectors = cout / 8;
-  const int64_t blocks = (vectors + kMaxVectors - 1) / kMaxVectors;
+  const int64_t blocks = column_blocks(vectors);
   uint64_t mask[kMaxVolume];
   for (int64_t tile = first_tile; tile < last_tile; ++tile) {
     const int64_t start = tile * kTile;
