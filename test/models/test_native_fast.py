@@ -451,10 +451,10 @@ def test_autocast_training_step_runs_in_the_lower_precision(
 
 def test_wide_layers_take_the_reference_path(ops: object) -> None:
     geometry = NativeGeometry(cloud_coords(200), 2)
-    features = torch.randn(geometry.num_voxels(0), 160)
-    out = geometry.subm_conv(0, features, torch.randn(27, 160, 128))
-    assert out.shape == (geometry.num_voxels(0), 128) and not geometry._tables
-    geometry.subm_conv(0, features[:, :128], torch.randn(27, 128, 128))
+    features = torch.randn(geometry.num_voxels(0), 192)
+    out = geometry.subm_conv(0, features, torch.randn(27, 192, 160))
+    assert out.shape == (geometry.num_voxels(0), 160) and not geometry._tables
+    geometry.subm_conv(0, features, torch.randn(27, 192, 128))
     assert list(geometry._tables) == [(0, 3)]
 
 
