@@ -421,9 +421,17 @@ def test_eval_forward_with_folded_batch_norms_matches_the_modules(
         changed = model.forward_voxels(batch)
         modules_changed = torch.nn.functional.normalize(model.run(batch.features, geometry),
                                                         dim=1)
+        # So is a parameter replaced by a new tensor (a fresh version counter).
+        conv = model.block1[0].conv1
+        conv.weight = torch.nn.Parameter(conv.weight * 2.0)
+        replaced = model.forward_voxels(batch)
+        modules_replaced = torch.nn.functional.normalize(model.run(batch.features, geometry),
+                                                         dim=1)
     torch.testing.assert_close(folded, modules, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(changed, modules_changed, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(replaced, modules_replaced, atol=2e-5, rtol=1e-4)
     assert not torch.allclose(changed, folded)
+    assert not torch.allclose(replaced, changed)
 
 
 @pytest.mark.parametrize("backend", ["native", "native-ref"])
