@@ -47,14 +47,16 @@ SOURCE = 'relkd_core/models/sparse/native_fast.cpp'
 
 
 def build(source: str, namespace: str, folder: Path) -> Any:
-    """``source`` (the kernels' C++) built and loaded as ``torch.ops.<namespace>``."""
+    """``source`` (the kernels' C++) built with the fast path's flags and loaded as
+    ``torch.ops.<namespace>``."""
     from torch.utils import cpp_extension
 
     path = folder / f'{namespace}.cpp'
     path.write_text(source.replace('TORCH_LIBRARY(relkd_native,', f'TORCH_LIBRARY({namespace},'))
     cpp_extension.load(name=namespace, sources=[str(path)],
-                       extra_cflags=['-O3', '-march=native', '-fopenmp'],
-                       extra_ldflags=['-fopenmp'], is_python_module=False, verbose=False)
+                       extra_cflags=list(native_fast.CFLAGS),
+                       extra_ldflags=list(native_fast.LDFLAGS), is_python_module=False,
+                       verbose=False)
     return getattr(torch.ops, namespace)
 
 

@@ -283,8 +283,8 @@ inline v8 splat(float value) { return v8{value, value, value, value, value, valu
 
 // Narrow blocks (up to kRegisterWeights vectors) hold the offset's weight row for one input
 // channel in registers and broadcast one row's input at a time: R·NV accumulators, NV weight
-// vectors and one broadcast. Wider blocks keep R·NV accumulators and R broadcasts, and read
-// each weight vector from L1 once per row.
+// vectors and one broadcast. Wider blocks keep R·NV accumulators and R broadcasts, and load
+// each weight vector from L1 once for their R rows.
 constexpr int kRegisterWeights = 5;
 
 constexpr int rows_at_once(int nv) {

@@ -38,12 +38,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["SOURCE", "HeadTerms", "best_match", "coarsen", "disabled", "fast_ops",
-           "neighbor_table", "stride_tables", "subm_conv", "voxelize"]
+__all__ = ["CFLAGS", "LDFLAGS", "SOURCE", "HeadTerms", "best_match", "coarsen", "disabled",
+           "fast_ops", "neighbor_table", "stride_tables", "subm_conv", "voxelize"]
 
 _LOG = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_suffix(".cpp")
+#: The compiler and linker flags of the build (a benchmark building another revision of the
+#: source uses them too).
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
 #: Dtypes the compiled convolution handles.
 _DTYPES = (torch.float32, torch.float64)
 
@@ -77,8 +81,8 @@ def fast_ops() -> Any | None:
                 cpp_extension.load(
                     name="relkd_native_fast",
                     sources=[str(SOURCE)],
-                    extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"],
+                    extra_cflags=list(CFLAGS),
+                    extra_ldflags=list(LDFLAGS),
                     is_python_module=False,
                     verbose=False,
                 )
