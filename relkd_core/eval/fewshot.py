@@ -78,20 +78,31 @@ def train_linear_probe(features: torch.Tensor, targets: torch.Tensor, config: Fe
                        num_classes: int = NUM_CLASSES) -> nn.Linear:
     """A linear classifier (F → num_classes) fit on frozen (M, F) features and (M,) class
     indices with class-balanced cross-entropy (inverse square-root frequency weights, so rare
-    classes seen in the few labelled scans are not drowned by road and buildings)."""
+    classes seen in the few labelled scans are not drowned by road and buildings).
+
+    Identical (feature, class) rows are fitted once with their multiplicity as a weight: the
+    points of one voxel share its features, so a scan has a few times fewer distinct rows than
+    points. Loss, standardisation and so the optimisation are those of the rows one by one."""
     generator = torch.Generator().manual_seed(config.seed)
     probe = nn.Linear(features.shape[1], num_classes)
     with torch.no_grad():
         bound = 1.0 / math.sqrt(features.shape[1])
         probe.weight.uniform_(-bound, bound, generator=generator)
         probe.bias.zero_()
-    mean, std = features.mean(dim=0), features.std(dim=0).clamp_min(1e-6)
-    normalised = (features - mean) / std
-    weights = class_weights(targets, num_classes)
+    rows, row_targets, counts = distinct_rows(features.float(), targets)
+    total = counts.sum()
+    mean = (counts[:, None] * rows).sum(dim=0) / total
+    variance = (counts[:, None] * (rows - mean) ** 2).sum(dim=0) / (total - 1).clamp_min(1)
+    std = variance.sqrt().clamp_min(1e-6)
+    normalised = (rows - mean) / std
+    # cross_entropy(weight=w) averages w[y_i] * loss_i over the points, divided by sum w[y_i].
+    row_weights = class_weights(targets, num_classes)[row_targets] * counts
+    row_weights = row_weights / row_weights.sum()
     optimizer = torch.optim.AdamW(probe.parameters(), lr=config.probe_lr, weight_decay=1e-4)
     for _ in range(config.probe_epochs):
         optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(probe(normalised), targets, weight=weights)
+        losses = nn.functional.cross_entropy(probe(normalised), row_targets, reduction='none')
+        loss = (losses * row_weights).sum()
         loss.backward()
         optimizer.step()
     # Fold the standardisation into the layer: it then applies to raw features.
@@ -99,6 +110,15 @@ def train_linear_probe(features: torch.Tensor, targets: torch.Tensor, config: Fe
         probe.weight.div_(std)
         probe.bias.sub_(probe.weight @ mean)
     return probe.eval()
+
+
+def distinct_rows(features: torch.Tensor, targets: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distinct (feature row, target) pairs of (M, F) ``features`` and (M,) ``targets``:
+    their rows, targets and float32 counts (in sorted order)."""
+    keyed = torch.cat([targets.to(features.dtype)[:, None], features], dim=1)
+    unique, counts = torch.unique(keyed, dim=0, return_counts=True)
+    return unique[:, 1:].contiguous(), unique[:, 0].long(), counts.to(features.dtype)
 
 
 def class_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:

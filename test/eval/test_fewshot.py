@@ -10,6 +10,7 @@ from relkd_core.errors import ConfigError, DataError
 from relkd_core.eval.fewshot import (
     FewShotConfig,
     class_weights,
+    distinct_rows,
     finetune,
     labelled_points,
     select_scans,
@@ -68,6 +69,52 @@ def test_linear_probe_separates_separable_classes_on_raw_features() -> None:
     probe = train_linear_probe(feats, torch.from_numpy(targets), FewShotConfig(), num_classes=3)
     accuracy = (probe(feats).argmax(dim=1).numpy() == targets).mean()
     assert accuracy > 0.97
+
+
+def _probe_point_by_point(features: torch.Tensor, targets: torch.Tensor,
+                          config: FewShotConfig, num_classes: int) -> torch.nn.Linear:
+    """The probe written over every row, duplicates included (what merging must equal)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    probe = torch.nn.Linear(features.shape[1], num_classes)
+    with torch.no_grad():
+        probe.weight.uniform_(-features.shape[1] ** -0.5, features.shape[1] ** -0.5,
+                              generator=generator)
+        probe.bias.zero_()
+    mean, std = features.mean(dim=0), features.std(dim=0)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=config.probe_lr, weight_decay=1e-4)
+    for _ in range(config.probe_epochs):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(probe((features - mean) / std), targets,
+                                          weight=class_weights(targets, num_classes)).backward()
+        optimizer.step()
+    with torch.no_grad():
+        probe.weight.div_(std)
+        probe.bias.sub_(probe.weight @ mean)
+    return probe
+
+
+def test_linear_probe_on_repeated_rows_equals_the_probe_on_every_row() -> None:
+    # Points of one voxel share its features: 40 distinct rows repeated 1-9 times, and one
+    # row given two classes (a voxel on a class border).
+    rng = np.random.default_rng(1)
+    distinct = torch.tensor(rng.normal(size=(40, 5)), dtype=torch.float32)
+    classes = torch.tensor(rng.integers(0, 4, size=40))
+    repeats = torch.tensor(rng.integers(1, 10, size=40))
+    features = torch.cat([distinct.repeat_interleave(repeats, dim=0), distinct[:1]])
+    targets = torch.cat([classes.repeat_interleave(repeats), (classes[:1] + 1) % 4])
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(0))
+    features, targets = features[order], targets[order]
+    rows, row_targets, counts = distinct_rows(features, targets)
+    assert len(rows) == 41 and float(counts.sum()) == len(targets)
+    assert sorted(counts.tolist()) == sorted([*repeats.tolist(), 1])
+    config = FewShotConfig(probe_epochs=50)
+    merged = train_linear_probe(features, targets, config, num_classes=4)
+    reference = _probe_point_by_point(features, targets, config, num_classes=4)
+    torch.testing.assert_close(merged.weight, reference.weight, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(merged.bias, reference.bias, atol=1e-4, rtol=1e-4)
+    # The merge matters: weighting each distinct row once gives another probe.
+    unweighted = _probe_point_by_point(rows, row_targets, config, num_classes=4)
+    assert not torch.allclose(merged.weight, unweighted.weight, atol=1e-2)
 
 
 @pytest.mark.slow
