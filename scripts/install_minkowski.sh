@@ -20,6 +20,8 @@
 set -euo pipefail
 
 PYTHON=${1:-python3}
+# An absolute path: the smoke test at the end runs from the build folder.
+PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 export MAX_JOBS=${MAX_JOBS:-2}
 ME_VERSION=0.5.4
@@ -30,7 +32,7 @@ work=$(mktemp -d -t minkowski-build.XXXXXX)
 if [[ "${ME_KEEP_BUILD:-0}" != 1 ]]; then
     trap 'rm -rf "$work"' EXIT
 fi
-echo "building MinkowskiEngine ${ME_VERSION} in $work for $("$PYTHON" -c 'import sys; print(sys.executable)')"
+echo "building MinkowskiEngine ${ME_VERSION} in $work for $PYTHON"
 
 # OpenBLAS headers and library for the CPU kernels (Debian/Ubuntu).
 if [[ "${ME_SKIP_APT:-0}" != 1 ]] && ! [[ -e /usr/include/x86_64-linux-gnu/cblas.h || -e /usr/include/cblas.h ]]; then
