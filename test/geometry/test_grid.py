@@ -11,16 +11,26 @@ from relkd_core.errors import DataError
 from relkd_core.geometry.grid import sample_grid
 
 
-def test_grid_sample_equals_bilinear_upsampling_at_pixels() -> None:
+@pytest.mark.parametrize('dim', [5, 384])
+def test_grid_sample_equals_bilinear_upsampling_at_pixels(dim: int) -> None:
+    # 384-d: the 1,536 pixels are interpolated in several blocks, the last one partial.
     rng = np.random.default_rng(0)
-    grid = rng.normal(size=(4, 6, 5)).astype(np.float32)
+    grid = rng.normal(size=(4, 6, dim)).astype(np.float32)
     width, height = 48, 32
     up = interpolate(torch.from_numpy(grid).permute(2, 0, 1)[None], size=(height, width),
                        mode='bilinear', align_corners=False)[0].permute(1, 2, 0).numpy()
     u, v = np.meshgrid(np.arange(width), np.arange(height))
     uv = np.column_stack([u.ravel(), v.ravel()]).astype(np.float32)
     out = sample_grid(grid, (width, height), uv, normalize=False)
-    np.testing.assert_allclose(out, up.reshape(-1, 5), atol=1e-5)
+    np.testing.assert_allclose(out, up.reshape(-1, dim), atol=1e-5)
+    # A read-only grid (a memory-mapped shard) and a strided view sample the same.
+    frozen = grid.copy()
+    frozen.flags.writeable = False
+    strided = np.concatenate([grid, grid], axis=2)[:, :, ::2]
+    strided[:] = grid
+    for other in (frozen, strided):
+        np.testing.assert_array_equal(sample_grid(other, (width, height), uv, normalize=False),
+                                      out)
 
 
 def test_grid_sample_at_cell_centre_returns_that_cell_normalised() -> None:
