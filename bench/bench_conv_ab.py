@@ -23,11 +23,11 @@ Results: ``bench/results/conv_ab.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_node import MODELS, bench_scan, write_checkpoint
-from common import machine_info, write_results
+from common import ROOT, alternating_ms, machine_info, revision_file, write_results
 
 from relkd_core.infer.labeler import Labeler
 from relkd_core.models.sparse import native_fast
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCE = 'relkd_core/models/sparse/native_fast.cpp'
 
 
@@ -90,15 +89,10 @@ def compare_convolutions(builds: dict[str, Any], calls: list[dict[str, Any]],
     rows = []
     for call in calls:
         outputs = {name: replay(ops, call) for name, ops in builds.items()}
-        times: dict[str, list[float]] = {name: [] for name in builds}
-        for index in range(repeats):
-            order = list(builds.items())
-            for name, ops in order[::-1] if index % 2 else order:
-                start = time.perf_counter()
-                replay(ops, call)
-                times[name].append(time.perf_counter() - start)
+        times = alternating_ms({name: functools.partial(replay, ops, call)
+                                for name, ops in builds.items()}, repeats)
         weight, table = call['weight'], call['table']
-        best = {name: min(values) * 1e3 for name, values in times.items()}
+        best = {name: min(values) for name, values in times.items()}
         rows.append({
             'offsets': int(weight.shape[0]), 'c_in': int(weight.shape[1]),
             'c_out': int(weight.shape[2]), 'rows': int(table.shape[0]),
@@ -120,14 +114,13 @@ def compare_labels(builds: dict[str, Any], labeler: Labeler, scan: np.ndarray,
         for name in builds:
             current[0] = name
             labels[name] = labeler.label(scan).labels
-        times: dict[str, list[float]] = {name: [] for name in builds}
-        for index in range(count):
-            names = list(builds)
-            for name in names[::-1] if index % 2 else names:
-                current[0] = name
-                start = time.perf_counter()
-                labeler.label(scan)
-                times[name].append((time.perf_counter() - start) * 1e3)
+
+        def label_with(name: str) -> None:
+            current[0] = name
+            labeler.label(scan)
+
+        times = alternating_ms({name: functools.partial(label_with, name) for name in builds},
+                               count)
     finally:
         native_fast.fast_ops = original  # type: ignore[assignment]
     median = {name: statistics.median(values) for name, values in times.items()}
@@ -146,8 +139,7 @@ def main() -> None:
     parser.add_argument('--labels', type=int, default=24, help='labels per build (0: skip)')
     parser.add_argument('--out', type=Path, default=ROOT / 'bench' / 'results' / 'conv_ab.json')
     args = parser.parse_args()
-    base_source = subprocess.run(['git', 'show', f'{args.base}:{SOURCE}'], cwd=ROOT, check=True,
-                                 capture_output=True, text=True).stdout
+    base_source = revision_file(args.base, SOURCE)
     revision = subprocess.run(['git', 'rev-parse', '--short', args.base], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout.strip()
     torch.set_num_threads(1)

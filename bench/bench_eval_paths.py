@@ -20,10 +20,8 @@ import argparse
 import functools
 import importlib.util
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_node import MODELS, TEACHER_DIM
-from common import machine_info, write_results
+from common import ROOT, alternating_ms, machine_info, revision_file, write_results
 
 from relkd_core.data import prepared
 from relkd_core.data.prepare import PrepareOptions, prepare_dataset
@@ -47,15 +45,11 @@ from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
 from relkd_core.sim.rig import RIGS
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def base_module(revision: str, path: str, name: str) -> ModuleType:
     """The file ``path`` of git ``revision``, imported as module ``name``."""
-    source = subprocess.run(['git', 'show', f'{revision}:{path}'], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
     folder = Path(tempfile.mkdtemp())
-    (folder / f'{name}.py').write_text(source)
+    (folder / f'{name}.py').write_text(revision_file(revision, path))
     spec = importlib.util.spec_from_file_location(name, folder / f'{name}.py')
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -65,16 +59,10 @@ def base_module(revision: str, path: str, name: str) -> ModuleType:
 
 
 def alternate(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, Any]]:
-    """Time each call ``repeats`` times, alternating the order; median and spread in ms."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for index in range(repeats):
-        order = list(calls.items())
-        for name, call in order[::-1] if index % 2 else order:
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
+    """Median and spread (ms) of each call, timed ``repeats`` times, alternating."""
     return {name: {'median_ms': round(statistics.median(v), 2), 'min_ms': round(min(v), 2),
-                   'max_ms': round(max(v), 2)} for name, v in times.items()}
+                   'max_ms': round(max(v), 2)}
+            for name, v in alternating_ms(calls, repeats).items()}
 
 
 def prepared_drive(rig: str, frames: int, folder: Path) -> prepared.PreparedDataset:

@@ -65,15 +65,15 @@ def sample_grid(features: NDArray[np.floating], image_size_px: tuple[int, int],
     out = torch.empty((len(uv), dim), dtype=torch.float32)
     # torch's gathers and in-place lerps, a block of samples at a time so the temporaries stay
     # in cache: 0.34-0.70x the time of NumPy's fancy indexing with whole-size temporaries on
-    # 64- to 512-d grids, 0.4x the time of reading a prepared frame (its teacher features).
+    # 64- to 512-d grids; reading a prepared frame with its teacher features 0.31-0.44x
+    # (bench/bench_eval_paths.py).
     step = max(64, _BLOCK_VALUES // max(dim, 1))
     for start in range(0, len(uv), step):
         rows = slice(start, start + step)
-
-        def at(corner: int, rows: slice = rows) -> torch.Tensor:
-            return cells.index_select(0, corners[corner][rows]).float()
-
-        block = at(0).lerp_(at(1), fx[rows]).lerp_(at(2).lerp_(at(3), fx[rows]), fy[rows])
+        top_left, top_right, bottom_left, bottom_right = (
+            cells.index_select(0, corner[rows]).float() for corner in corners)
+        block = top_left.lerp_(top_right, fx[rows]).lerp_(
+            bottom_left.lerp_(bottom_right, fx[rows]), fy[rows])
         if normalize:
             block /= block.norm(dim=1, keepdim=True).clamp_min_(1e-12)
         out[rows] = block

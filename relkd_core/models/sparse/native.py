@@ -60,9 +60,8 @@ def _pad() -> int:
 # The compiled convolution keeps a row's partial sums in registers and beats gather–GEMM–scatter
 # up to about 192 × 128 channels (measured on one core on the bench scans' pyramids: 0.8–0.9×
 # the reference's time at 128 × 128 and 192 × 128, about even at 256 × 128, 1.1–1.2× at
-# 128 × 256);
-# wider layers (256 × 256: 1.4–1.7×) run the reference, whose per-offset products are large
-# GEMMs.
+# 128 × 256); wider layers (256 × 256: 1.4–1.7×) run the reference, whose per-offset products
+# are large GEMMs.
 _FAST_MAX_WEIGHT_BLOCK = 192 * 128
 
 # A kernel map: per kernel offset, (input rows, output rows), None for the centre (identity).
