@@ -16,10 +16,14 @@ DEMO_FRAMES ?= 20
 
 install: $(STAMP)
 
+# pip compiles every installed module to bytecode one file at a time; compileall does the same
+# on all cores afterwards (installed packages hold a few template files that are not Python:
+# they fail to compile under pip too, hence the ignored status).
 $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH) -e ".[test,synthetic,openclip,spconv,superpixels]" $(ROS_WHEELS)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile $(TORCH)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile $(TORCH) -e ".[test,synthetic,openclip,spconv,superpixels]" $(ROS_WHEELS)
+	-$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib
 	-$(BIN)/python -m relkd_core.models.sparse.build   # the compiled sparse kernels, built once ahead
 	touch $(STAMP)
 
