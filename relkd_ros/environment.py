@@ -22,8 +22,11 @@ from __future__ import annotations
 import os
 from typing import Final
 
-__all__ = ['NO_PROFILE', 'PROFILE_VARIABLES', 'node_environment', 'profile_environment',
-           'profile_variable']
+__all__ = ['DDS_PROFILE', 'NO_PROFILE', 'PROFILE_VARIABLES', 'node_environment',
+           'profile_environment', 'profile_variable']
+
+#: The Fast DDS profile shipped in ``config/`` (see the file for why).
+DDS_PROFILE: Final = 'fastdds_large_messages.xml'
 
 #: Both variable names, newest first.
 PROFILE_VARIABLES: Final = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')

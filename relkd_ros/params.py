@@ -22,9 +22,8 @@ from numpy.typing import NDArray
 from relkd_core.config import config_from_dict
 from relkd_core.data.scan import NAN_POLICIES
 from relkd_core.geometry.se3 import make_transform, quaternion_to_matrix
-from relkd_core.infer.labeled import LABELED_TOPIC
-from relkd_core.infer.legend import LEGEND_TOPIC
-from relkd_core.models.inference import PRECISIONS
+from relkd_core.infer.topics import LABELED_TOPIC, LEGEND_TOPIC
+from relkd_core.precision import PRECISIONS
 
 if TYPE_CHECKING:
     from relkd_core.infer.online import LabelingRequest

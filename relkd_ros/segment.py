@@ -35,6 +35,7 @@ from relkd_ros.conversions import (
     qos_profile,
     stamp_ns,
 )
+from relkd_ros.environment import DDS_PROFILE
 from relkd_ros.params import SegmentParams
 from relkd_ros.transforms import transform_source
 
@@ -43,10 +44,8 @@ try:  # rclpy >= Iron
 except ImportError:  # pragma: no cover - Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
-__all__ = ['DDS_PROFILE', 'SegmentRuntime']
+__all__ = ['SegmentRuntime']
 
-#: Fast DDS profile shipped in config/ (large shared-memory segments for big clouds).
-DDS_PROFILE = 'fastdds_large_messages.xml'
 _THROTTLE_S = 5.0
 
 

@@ -21,7 +21,6 @@ from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from relkd_core.errors import RelkdError
-from relkd_ros.segment import SegmentRuntime
 from relkd_ros.segment_node import NODE_NAME, SegmentParameters, run
 
 __all__ = ['SegmentLifecycleNode', 'main']
@@ -38,6 +37,8 @@ class SegmentLifecycleNode(SegmentParameters, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.params = self.read_segment_parameters()
+            from relkd_ros.segment import SegmentRuntime  # torch: only once configured
+
             self.runtime = SegmentRuntime(self, self.params)
         except (RelkdError, ParameterException) as err:
             self.get_logger().error(f'cannot configure: {" ".join(str(err).split())}')

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -31,7 +31,7 @@ from rclpy.exceptions import (
 from rclpy.node import Node
 
 from relkd_core.errors import ConfigError, RelkdError
-from relkd_core.infer.online import serve
+from relkd_ros.environment import DDS_PROFILE
 from relkd_ros.params import (
     SegmentParams,
     allowed_values,
@@ -40,7 +40,9 @@ from relkd_ros.params import (
     parameter_names,
     params_from_values,
 )
-from relkd_ros.segment import DDS_PROFILE, SegmentRuntime
+
+if TYPE_CHECKING:
+    from relkd_ros.segment import SegmentRuntime
 
 __all__ = ['SegmentNode', 'main', 'run']
 
@@ -99,6 +101,10 @@ class SegmentNode(SegmentParameters, Node):
         self.runtime = None
         self.declare_segment_parameters()
         self.params = self.read_segment_parameters()
+        # Imported once the parameters are good: it loads torch (seconds), which a node
+        # refusing its configuration never needs.
+        from relkd_ros.segment import SegmentRuntime
+
         self.runtime = SegmentRuntime(self, self.params)
         self.runtime.activate()
 
@@ -156,6 +162,8 @@ def run(make_node: Callable[[], Any], args: list[str] | None, *,
         spinner = threading.Thread(target=_spin, args=(executor, stopped), daemon=True,
                                    name='relkd-executor')
         spinner.start()
+        from relkd_core.infer.online import serve
+
         serve(lambda: node.runtime, lambda: not stopped.is_set() and rclpy.ok())
     except (RelkdError, ParameterException) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {_one_line(err)}')

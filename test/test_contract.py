@@ -19,8 +19,8 @@ from relkd_core.data.prepared import PreparedDataset
 from relkd_core.data.preset import load_preset
 from relkd_core.data.scan import stamp_ns
 from relkd_core.infer import LABELED_POINT_DTYPE
-from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.online import OnlineLabeling
+from relkd_core.infer.topics import LABELED_TOPIC
 from relkd_core.models.distilled import load_checkpoint, scan_features
 from relkd_ros.params import params_from_values
 

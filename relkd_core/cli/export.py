@@ -20,8 +20,8 @@ from pathlib import Path
 from relkd_core.cli.common import EXIT_OK, positive_int, run
 from relkd_core.models.distilled import load_checkpoint
 from relkd_core.models.export import EXPORT_KIND, export_checkpoint, is_export_file
-from relkd_core.models.inference import PRECISIONS
 from relkd_core.outputs import claim_output
+from relkd_core.precision import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,12 +39,11 @@ from relkd_core.infer.label_bag import (
     label_bag,
     lidar_topic_of,
 )
-from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.labeler import Labeler, resolve_vocabulary
-from relkd_core.infer.legend import LEGEND_TOPIC
 from relkd_core.infer.pipeline import read_settings
+from relkd_core.infer.topics import LABELED_TOPIC, LEGEND_TOPIC
 from relkd_core.models.distilled import load_checkpoint
-from relkd_core.models.inference import PRECISIONS
+from relkd_core.precision import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:

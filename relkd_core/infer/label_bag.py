@@ -40,10 +40,10 @@ from relkd_core.data.bag import (
 )
 from relkd_core.data.scan import ScanInput, stamp_ns
 from relkd_core.errors import BagError, DataError, RelkdError
-from relkd_core.infer.labeled import LABELED_TOPIC
 from relkd_core.infer.labeler import Labeler
-from relkd_core.infer.legend import LEGEND_NAMESPACE, LEGEND_TOPIC, legend_entries
+from relkd_core.infer.legend import LEGEND_NAMESPACE, legend_entries
 from relkd_core.infer.pipeline import LabelingCore, ReadSettings
+from relkd_core.infer.topics import LABELED_TOPIC, LEGEND_TOPIC
 from relkd_core.outputs import claim_output, replace_output
 
 __all__ = ['LABELED_BAG_KIND', 'LabelBagReport', 'claim_label_output', 'label_bag',

@@ -21,10 +21,7 @@ from relkd_core.errors import DataError
 from relkd_core.infer.labeler import LabelResult
 from relkd_core.infer.palette import entry_indices, entry_table, pack_rgb
 
-__all__ = ['LABELED_FIELDS', 'LABELED_POINT_DTYPE', 'LABELED_TOPIC', 'labeled_points']
-
-#: Topic of the labeled cloud (relative: the node's default, ``/labeled_points`` in a bag).
-LABELED_TOPIC: Final = 'labeled_points'
+__all__ = ['LABELED_FIELDS', 'LABELED_POINT_DTYPE', 'labeled_points']
 
 LABELED_POINT_DTYPE: Final = np.dtype({
     'names': ['x', 'y', 'z', 'intensity', 'label', 'score', 'rgb'],

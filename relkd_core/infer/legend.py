@@ -17,12 +17,10 @@ from numpy.typing import NDArray
 
 from relkd_core.errors import DataError
 
-__all__ = ['LEGEND_NAMESPACE', 'LEGEND_TOPIC', 'LegendEntry', 'legend_entries']
+__all__ = ['LEGEND_NAMESPACE', 'LegendEntry', 'legend_entries']
 
 #: Marker namespace of the legend.
 LEGEND_NAMESPACE: Final = 'relkd_legend'
-#: Topic of the legend MarkerArray (relative: the node's default, ``/legend`` in a bag).
-LEGEND_TOPIC: Final = 'legend'
 
 
 @dataclass(frozen=True)

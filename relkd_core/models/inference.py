@@ -29,7 +29,7 @@ import copy
 import dataclasses
 import threading
 import weakref
-from typing import Final, Literal
+from typing import Final
 
 import torch
 from torch import nn
@@ -38,12 +38,11 @@ from relkd_core.errors import ConfigError
 from relkd_core.models.batch import voxelize_batch
 from relkd_core.models.distilled import DistilledStudent
 from relkd_core.models.sparse import native_fast
+from relkd_core.precision import PRECISIONS, Precision
 
-__all__ = ["PRECISIONS", "BestEntries", "Precision", "best_entries", "check_precision",
+__all__ = ["BestEntries", "best_entries", "check_precision",
            "model_for_precision"]
 
-Precision = Literal["float32", "bfloat16"]
-PRECISIONS: Final = ("float32", "bfloat16")
 _DTYPES: Final = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 _copies: weakref.WeakKeyDictionary[DistilledStudent, DistilledStudent] = (

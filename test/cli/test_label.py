@@ -27,8 +27,8 @@ from relkd_core.cli.label import main
 from relkd_core.data.scan import ScanInput, pointfields, read_scan, stamp_ns
 from relkd_core.infer import LABELED_POINT_DTYPE, Labeler, entry_colors
 from relkd_core.infer.label_bag import LABELED_BAG_KIND
-from relkd_core.infer.labeled import LABELED_TOPIC
-from relkd_core.infer.legend import LEGEND_NAMESPACE, LEGEND_TOPIC
+from relkd_core.infer.legend import LEGEND_NAMESPACE
+from relkd_core.infer.topics import LABELED_TOPIC, LEGEND_TOPIC
 from relkd_core.models.distilled import save_checkpoint
 from relkd_core.outputs import MARKER_NAME, output_kind
 from relkd_core.sim.drive import SyntheticDrive

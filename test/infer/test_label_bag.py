@@ -15,10 +15,9 @@ from relkd_core.data.scan import ScanInput, read_scan
 from relkd_core.errors import BagError
 from relkd_core.infer import LABELED_POINT_DTYPE, Labeler, entry_colors
 from relkd_core.infer.label_bag import label_bag
-from relkd_core.infer.labeled import LABELED_TOPIC
-from relkd_core.infer.legend import LEGEND_TOPIC
 from relkd_core.infer.pipeline import ReadSettings
 from relkd_core.infer.runtime import VocabularySlot, label_scan
+from relkd_core.infer.topics import LABELED_TOPIC, LEGEND_TOPIC
 from relkd_core.sim.drive import SyntheticDrive
 from relkd_core.sim.record import record_drive
 from relkd_core.sim.rig import RIGS

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from relkd_core.infer.labeled import LABELED_TOPIC
-from relkd_core.infer.legend import LEGEND_TOPIC
+from relkd_core.infer.topics import LABELED_TOPIC, LEGEND_TOPIC
 from relkd_core.sim.rig import RIGS
 from relkd_ros.environment import (
     PROFILE_VARIABLES,

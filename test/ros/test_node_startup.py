@@ -190,9 +190,10 @@ def _start_fails(ros_args: list[str], tmp_path: Path, params_file: str | None = 
         path = tmp_path / 'params.yaml'
         path.write_text(params_file)
         ros_args = ['--params-file', str(path), *ros_args]
-    result = subprocess.run(node_command({}, ros_args=ros_args), cwd=ROOT, timeout=120,
-                            env=process_environment(free_domain_id()), capture_output=True,
-                            text=True)
+    # Python lists every module it imports (on stderr, "import time: ... | name").
+    env = process_environment(free_domain_id(), {'PYTHONPROFILEIMPORTTIME': '1'})
+    result = subprocess.run(node_command({}, ros_args=ros_args), cwd=ROOT, timeout=120, env=env,
+                            capture_output=True, text=True)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -217,3 +218,7 @@ def test_segment_node_bad_configuration_exits_with_one_line(
     assert 'Traceback' not in output, output
     fatal = [line for line in output.splitlines() if 'cannot start' in line]
     assert len(fatal) == 1 and message in fatal[0], output
+    # Refused before anything loads torch (about 3 s of the start): it fails in about 1 s.
+    imported = {line.rsplit('|', 1)[-1].strip() for line in output.splitlines()
+                if line.startswith('import time:')}
+    assert 'rclpy' in imported and 'torch' not in imported
