@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import os
 import signal
@@ -62,7 +63,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import machine_info, write_results
+from common import machine_info, profile_summary, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'test'))
@@ -400,8 +401,6 @@ def in_process(scans: dict[str, np.ndarray], args: argparse.Namespace,
                threads: int) -> dict[str, Any]:
     """Labeler.label without ROS, fast and reference alternating; the labelling forward's
     matmul floor; a profile summary per backend."""
-    from torch.profiler import ProfilerActivity, profile
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     peak = gemm_peak_gflops(torch.device('cpu'))
@@ -431,16 +430,8 @@ def in_process(scans: dict[str, np.ndarray], args: argparse.Namespace,
                         start = time.perf_counter()
                         labeler.label(scan)
                         times[backend].append((time.perf_counter() - start) * 1e3)
-                profiles = {}
-                for backend, labeler in labelers.items():
-                    with profile(activities=[ProfilerActivity.CPU]) as prof:
-                        labeler.label(scan)
-                    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-                    total = sum(e.self_cpu_time_total for e in events) or 1.0
-                    profiles[backend] = [
-                        {'op': e.key, 'self_ms': round(e.self_cpu_time_total / 1e3, 2),
-                         'share': round(e.self_cpu_time_total / total, 3), 'calls': e.count}
-                        for e in events[:12]]
+                profiles = {backend: profile_summary(functools.partial(labeler.label, scan))
+                            for backend, labeler in labelers.items()}
                 cases.append({
                     'model': name, 'scan': scan_name, 'threads': threads,
                     'points_fed': len(valid), 'matmul_gflop': round(flops / 1e9, 3),

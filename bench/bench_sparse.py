@@ -25,11 +25,15 @@ less; ``floor/minkowski`` says how close that floor is to a speed target. Run on
 never in tests:
 
     .venv/bin/python bench/bench_sparse.py --out bench/results/sparse.json
+
+``--profile`` instead profiles one native step per size and writes the top operators by self
+CPU time to ``bench/results/sparse_profile.json``: where the time outside the products goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -44,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import machine_info, profile_summary, write_results
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from relkd_core.errors import ModelError
@@ -305,6 +310,36 @@ def probe_memory(args: argparse.Namespace) -> int:
     return memory.peak_bytes
 
 
+def profile_steps(args: argparse.Namespace) -> dict[str, Any]:
+    """Where a native step's time goes: the top operators of one step at each target size
+    (torch.profiler, after one warm-up step), with the step's wall time."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    results: dict[str, Any] = {
+        "machine": machine_info(), "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "model": {"variant": args.variant, "width_multiplier": args.width},
+        "protocol": "one native step under torch.profiler after one warm-up step; self CPU "
+                    "time per operator (the profiler's own overhead inflates short operators)",
+        "cases": []}
+    for target in args.voxels:
+        scan = street_scan(num_points=int(target * 1.6), seed=0)
+        config = StudentConfig(variant=args.variant, width_multiplier=args.width,
+                               voxelization="cartesian", backend="native",
+                               voxel_size_m=voxel_size_for(scan, target))
+        model = build_student(config).to(device).train()
+        projection = torch.randn(config.out_dim, 16,
+                                 generator=torch.Generator().manual_seed(0)).to(device)
+        step_ms = [train_step(model, scan, config, projection, device) for _ in range(2)][-1]
+        ops = profile_summary(
+            functools.partial(train_step, model, scan, config, projection, device), 16)
+        results["cases"].append({"target_voxels": target,
+                                 "ms_step_unprofiled": round(step_ms, 1), "ops": ops})
+        print(f"{target} voxels: {step_ms:.0f} ms; " + ", ".join(
+            f"{op['op']} {op['self_ms']:.0f} ms" for op in ops[:8]), flush=True)
+    return results
+
+
 def _fields(config: StudentConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
 
@@ -344,10 +379,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing the backends, profile one native step per size "
+                             "(results: bench/results/sparse_profile.json unless --out)")
     parser.add_argument("--probe-memory", metavar="BACKEND", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe_memory:
         print(probe_memory(args))
+        return
+    if args.profile:
+        out = args.out if args.out != parser.get_default("out") else Path(
+            "bench/results/sparse_profile.json")
+        write_results(out, profile_steps(args))
         return
     results = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,20 @@ def revision_file(revision: str, path: str) -> str:
                           capture_output=True, text=True).stdout
 
 
+def profile_summary(call: Callable[[], Any], top: int = 12) -> list[dict[str, Any]]:
+    """The ``top`` operators of one ``call`` by self CPU time (torch.profiler): name, self ms,
+    share of the call's self time, and number of calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [{'op': e.key, 'self_ms': round(e.self_cpu_time_total / 1e3, 2),
+             'share': round(e.self_cpu_time_total / total, 3), 'calls': e.count}
+            for e in events[:top]]
+
+
 def alternating_ms(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
     """Milliseconds of each of ``calls``, ``repeats`` times, the order reversed every other
     round, so that the machine's drift within minutes falls on all of them alike."""
