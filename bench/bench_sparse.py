@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 import platform
@@ -295,18 +294,26 @@ def _probe_memory(args: argparse.Namespace, backend: str, target: int) -> int:
     return int(done.stdout.strip().splitlines()[-1])
 
 
+def single_backend_step(args: argparse.Namespace, backend: str, target: int
+                        ) -> functools.partial[float]:
+    """One training step of ``backend`` at ``target`` voxels, set up as ``run`` does (same
+    scan, voxel size, model and projection), ready to call."""
+    device = torch.device(args.device)
+    scan = street_scan(num_points=int(target * 1.6), seed=0)
+    config = StudentConfig(variant=args.variant, width_multiplier=args.width,
+                           voxelization="cartesian", backend=backend,
+                           voxel_size_m=voxel_size_for(scan, target))
+    model = build_student(config).to(device).train()
+    projection = torch.randn(config.out_dim, 16, generator=torch.Generator().manual_seed(0))
+    return functools.partial(train_step, model, scan, config, projection.to(device), device)
+
+
 def probe_memory(args: argparse.Namespace) -> int:
     """Set up as ``run`` does, then measure one step of one backend (the probe process)."""
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    scan = street_scan(num_points=int(args.voxels[0] * 1.6), seed=0)
-    config = StudentConfig(variant=args.variant, width_multiplier=args.width,
-                           voxelization="cartesian", backend=args.probe_memory,
-                           voxel_size_m=voxel_size_for(scan, args.voxels[0]))
-    model = build_student(config).to(device).train()
-    projection = torch.randn(config.out_dim, 16, generator=torch.Generator().manual_seed(0))
-    with PeakMemory(device) as memory:
-        train_step(model, scan, config, projection.to(device), device)
+    step = single_backend_step(args, args.probe_memory, args.voxels[0])
+    with PeakMemory(torch.device(args.device)) as memory:
+        step()
     return memory.peak_bytes
 
 
@@ -314,7 +321,6 @@ def profile_steps(args: argparse.Namespace) -> dict[str, Any]:
     """Where a native step's time goes: the top operators of one step at each target size
     (torch.profiler, after one warm-up step), with the step's wall time."""
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     results: dict[str, Any] = {
         "machine": machine_info(), "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
@@ -323,16 +329,10 @@ def profile_steps(args: argparse.Namespace) -> dict[str, Any]:
                     "time per operator (the profiler's own overhead inflates short operators)",
         "cases": []}
     for target in args.voxels:
-        scan = street_scan(num_points=int(target * 1.6), seed=0)
-        config = StudentConfig(variant=args.variant, width_multiplier=args.width,
-                               voxelization="cartesian", backend="native",
-                               voxel_size_m=voxel_size_for(scan, target))
-        model = build_student(config).to(device).train()
-        projection = torch.randn(config.out_dim, 16,
-                                 generator=torch.Generator().manual_seed(0)).to(device)
-        step_ms = [train_step(model, scan, config, projection, device) for _ in range(2)][-1]
-        ops = profile_summary(
-            functools.partial(train_step, model, scan, config, projection, device), 16)
+        step = single_backend_step(args, "native", target)
+        step()  # warm-up
+        step_ms = step()
+        ops = profile_summary(step, 16)
         results["cases"].append({"target_voxels": target,
                                  "ms_step_unprofiled": round(step_ms, 1), "ops": ops})
         print(f"{target} voxels: {step_ms:.0f} ms; " + ", ".join(
@@ -393,10 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         write_results(out, profile_steps(args))
         return
     results = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(args.out)  # atomic: a crash never leaves half a results file
+    write_results(args.out, results)  # atomic: a crash never leaves half a results file
     print(markdown(results))
 
 
